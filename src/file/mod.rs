@@ -1,0 +1,91 @@
+//! The file layer: the one seam through which ALL engine I/O goes.
+//!
+//! Owns: the [`FileSystem`] and [`FileHandle`] traits, the real implementation
+//! ([`RealFs`]: std + fs2 locks and preallocation) and the simulated one ([`SimFs`]:
+//! in-memory, with TESTING.md's crash and fault model).
+//!
+//! Invariants: the engine never touches `std::fs` directly; it only sees these traits, so
+//! every crash test can run the engine unchanged on the simulator. Calls return
+//! `std::io::Result`; the engine wraps failures into `Error::Io` with context. Nothing in
+//! this layer knows about pages, logs or records.
+
+use std::fmt::Debug;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+mod real;
+
+pub use real::RealFs;
+
+/// How [`FileSystem::open`] treats a missing or existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The file must exist.
+    Existing,
+    /// Open it, creating an empty file if missing.
+    Create,
+    /// Create it; fail with `AlreadyExists` if it exists.
+    CreateNew,
+}
+
+/// An open file: positional reads and writes, sync, length.
+///
+/// Every method may fail; the simulated layer fails them on purpose. Implementations are
+/// shared between threads (`&self` everywhere).
+pub trait FileHandle: Send + Sync + Debug {
+    /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, extending the file if needed (not durable until sync).
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes the data and the length durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Makes data, length and metadata durable (fsync).
+    fn sync_all(&self) -> io::Result<()>;
+    /// The current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// True when the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Truncates or extends (with zeros) to `len` bytes (not durable until sync).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves disk space so the file is at least `len` bytes long (zeros), as
+    /// `fallocate` does; the growth is not durable until sync.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+}
+
+/// A held exclusive lock; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// Files and directories.
+pub trait FileSystem: Send + Sync + Debug {
+    /// Opens (or creates, per `mode`) a file for reading and writing.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>>;
+    /// True if a file or directory exists at `path`.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Creates a directory and its missing parents (entries not durable until `sync_dir`
+    /// of each parent).
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Names (not paths) of the entries of a directory, sorted.
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Renames a file, replacing `to` atomically if it exists (durable after `sync_dir`).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file (durable after `sync_dir`).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes an empty directory (durable after `sync_dir` of its parent).
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of a directory (creates, renames, removes) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on the file at `path` (created if missing). Fails with
+    /// `io::ErrorKind::WouldBlock` if another holder (this or another process) has it.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// The parent directory of `path` (`.` for a bare name), for directory syncs.
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

@@ -1,0 +1,24 @@
+//! # stowage
+//!
+//! An embedded storage engine for message brokers: persistent queues of messages kept safe
+//! on local disk, modelled on the SwiftMQ router's store (a `page.db` of fixed-size pages, an
+//! LRU page cache, a `transaction.log` with checkpoints) and rebuilt without its weaknesses.
+//!
+//! The layers, bottom-up, each in its own module:
+//! - [`file`]: the file layer every byte of I/O goes through (real and simulated);
+//! - [`page`]: the on-disk page format (page header, superblock codec);
+//! - [`pagedb`]: `page.db` itself: twin superblocks, growth, the persisted free list;
+//! - [`cache`]: the page cache with pin/unpin, latches, LRU and the WAL rule.
+//!
+//! The lower layers are public so that tools and tests can drive them; brokers use the
+//! store facade (see `API.md`).
+
+#![deny(missing_docs)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod error;
+pub mod file;
+
+pub use config::StoreConfig;
+pub use error::{Error, Result};
