@@ -19,6 +19,8 @@
 pub mod config;
 pub mod error;
 pub mod file;
+pub mod page;
+pub mod pagedb;
 
 pub use config::StoreConfig;
 pub use error::{Error, Result};
