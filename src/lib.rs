@@ -19,8 +19,14 @@
 pub mod config;
 pub mod error;
 pub mod file;
+pub mod log;
 pub mod page;
 pub mod pagedb;
+#[doc(hidden)]
+pub mod planted;
+pub mod poison;
+pub mod redo;
 
 pub use config::StoreConfig;
 pub use error::{Error, Result};
+pub use log::Durability;

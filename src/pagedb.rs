@@ -30,6 +30,8 @@ use parking_lot::Mutex;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::file::{parent_dir, FileHandle, FileSystem, OpenMode};
+use crate::planted::PlantedBugs;
+use crate::poison::Poison;
 use crate::page::{
     decode_free_map, encode_free_map, free_map_bits_per_page, init_header, seal_page, verify_page,
     FreeMapPage, Lsn, PageHeader, PageId, PageType, Superblock, FREE_MAP_DATA, PAGE_DB, ROOT_SLOTS,
@@ -146,7 +148,8 @@ pub struct PageDb {
     alloc: Mutex<Allocator>,
     /// Serialises commits (superblock writers); allocation continues during a commit.
     commit_lock: Mutex<()>,
-    poisoned: Mutex<Option<String>>,
+    poison: Arc<Poison>,
+    bugs: PlantedBugs,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -167,26 +170,46 @@ impl PageDb {
     /// Opens `dir/page.db`, creating it (and `dir`) if missing. An existing file keeps its
     /// own page size; `config.page_size` only applies to a new file.
     pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, config: &StoreConfig) -> Result<PageDb> {
+        Self::open_with(fs, dir, config, Arc::new(Poison::new()), PlantedBugs::default())
+    }
+
+    /// [`PageDb::open`] sharing the store's poison latch; `bugs` is all off outside the
+    /// crash harness's self-tests.
+    #[doc(hidden)]
+    pub fn open_with(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        config: &StoreConfig,
+        poison: Arc<Poison>,
+        bugs: PlantedBugs,
+    ) -> Result<PageDb> {
         config.validate()?;
         let path = dir.join(PAGE_DB);
         let exists = fs
             .exists(&path)
             .map_err(|e| io_err("checking for", &path, e))?;
         if !exists {
-            Self::create(fs.as_ref(), dir, config)?;
+            Self::create(fs.as_ref(), dir, config, bugs)?;
         }
-        Self::load(fs, path, config)
+        Self::load(fs, path, config, poison, bugs)
     }
 
     /// Builds a complete, synced page.db under a temporary name and renames it into place,
     /// so a crash during creation leaves either no page.db or a whole one.
-    fn create(fs: &dyn FileSystem, dir: &Path, config: &StoreConfig) -> Result<()> {
+    fn create(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        config: &StoreConfig,
+        bugs: PlantedBugs,
+    ) -> Result<()> {
         if !fs.exists(dir).map_err(|e| io_err("checking for", dir, e))? {
             fs.create_dir_all(dir)
                 .map_err(|e| io_err("creating directory", dir, e))?;
             let parent = parent_dir(dir);
-            fs.sync_dir(&parent)
-                .map_err(|e| io_err("syncing directory", &parent, e))?;
+            if !bugs.skip_dir_fsync {
+                fs.sync_dir(&parent)
+                    .map_err(|e| io_err("syncing directory", &parent, e))?;
+            }
         }
         let tmp = dir.join(PAGE_DB_TMP);
         if fs
@@ -233,11 +256,20 @@ impl PageDb {
         let path = dir.join(PAGE_DB);
         fs.rename(&tmp, &path)
             .map_err(|e| io_err("renaming into place", &path, e))?;
+        if bugs.skip_dir_fsync {
+            return Ok(());
+        }
         fs.sync_dir(dir)
             .map_err(|e| io_err("syncing directory", dir, e))
     }
 
-    fn load(fs: Arc<dyn FileSystem>, path: PathBuf, config: &StoreConfig) -> Result<PageDb> {
+    fn load(
+        fs: Arc<dyn FileSystem>,
+        path: PathBuf,
+        config: &StoreConfig,
+        poison: Arc<Poison>,
+        bugs: PlantedBugs,
+    ) -> Result<PageDb> {
         let file = fs
             .open(&path, OpenMode::Existing)
             .map_err(|e| io_err("opening", &path, e))?;
@@ -282,7 +314,8 @@ impl PageDb {
                 committed_map: map,
             }),
             commit_lock: Mutex::new(()),
-            poisoned: Mutex::new(None),
+            poison,
+            bugs,
         };
         Ok(db)
     }
@@ -327,26 +360,17 @@ impl PageDb {
     }
 
     fn check_poison(&self) -> Result<()> {
-        match &*self.poisoned.lock() {
-            Some(cause) => Err(Error::Poisoned {
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.poison.check()
     }
 
     /// Latches the poisoned state after a failed write or sync and returns the error.
     fn poison(&self, e: Error) -> Error {
-        let mut p = self.poisoned.lock();
-        if p.is_none() {
-            *p = Some(e.to_string());
-        }
-        e
+        self.poison.latch(e)
     }
 
     /// True once a write or sync failed.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.lock().is_some()
+        self.poison.is_set()
     }
 
     fn check_id(&self, id: PageId) -> Result<()> {
@@ -379,6 +403,10 @@ impl PageDb {
         self.file
             .read_exact_at(buf, off)
             .map_err(|e| io_err(&format!("reading page {id} of"), &self.path, e))?;
+        if self.bugs.ignore_checksum {
+            let page_type = PageType::from_u8(buf[0]).unwrap_or(PageType::Raw);
+            return Ok(PageHeader { page_type, lsn: crate::page::page_lsn(buf) });
+        }
         verify_page(id, buf)
     }
 
@@ -432,9 +460,11 @@ impl PageDb {
         self.file
             .allocate(len)
             .map_err(|e| self.poison(io_err("growing", &self.path, e)))?;
-        self.file
-            .sync_data()
-            .map_err(|e| self.poison(io_err("syncing growth of", &self.path, e)))?;
+        if !self.bugs.grow_without_sync {
+            self.file
+                .sync_data()
+                .map_err(|e| self.poison(io_err("syncing growth of", &self.path, e)))?;
+        }
         a.free.grow_to(new);
         for id in old..new {
             a.free.insert(id);
@@ -456,6 +486,69 @@ impl PageDb {
             )));
         }
         a.pending.push(id);
+        Ok(())
+    }
+
+    /// Frees page `id` and makes it reusable at once: for the logged commit path, whose
+    /// log restores any page the checkpointed state still references.
+    pub fn free_now(&self, id: PageId) -> Result<()> {
+        self.free(id)?;
+        let mut a = self.alloc.lock();
+        if let Some(i) = a.pending.iter().rposition(|&p| p == id) {
+            a.pending.swap_remove(i);
+            a.free.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Recovery: marks page `id` allocated (a logged `Alloc`).
+    pub fn recover_alloc(&self, id: PageId) -> Result<()> {
+        self.check_id(id)?;
+        let mut a = self.alloc.lock();
+        a.free.remove(id);
+        a.pending.retain(|&p| p != id);
+        Ok(())
+    }
+
+    /// Recovery: marks page `id` free (a logged `Free`).
+    pub fn recover_free(&self, id: PageId) -> Result<()> {
+        self.check_id(id)?;
+        let mut a = self.alloc.lock();
+        if a.committed_map.contains(&id) {
+            return Err(corrupt(
+                format!("page {id}"),
+                "the log frees a page of the free-space map",
+            ));
+        }
+        a.free.insert(id);
+        Ok(())
+    }
+
+    /// Recovery: the file had grown to `count` pages before a logged commit. The growth
+    /// was synced before any page in it was used, so the file must be that long.
+    pub fn recover_page_count(&self, count: u64) -> Result<()> {
+        let mut a = self.alloc.lock();
+        if count <= a.page_count {
+            return Ok(());
+        }
+        let needed = page_offset(count, self.page_size)?;
+        let len = self
+            .file
+            .len()
+            .map_err(|e| io_err("reading length of", &self.path, e))?;
+        if len < needed {
+            return Err(corrupt(
+                format!("page {count}"),
+                format!("the log records {count} pages but the file holds {len} bytes"),
+            ));
+        }
+        let old = a.page_count;
+        a.free.grow_to(count);
+        for id in old..count {
+            a.free.insert(id);
+        }
+        a.page_count = count;
+        self.page_count.store(count, Ordering::Release);
         Ok(())
     }
 

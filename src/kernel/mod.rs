@@ -1,0 +1,432 @@
+//! The storage kernel: page.db, the page cache and the log bound together into transactional
+//! page storage with group commit, checkpoints and recovery.
+//!
+//! Owns: the directory lock, the writer lock, the superblock roots between checkpoints, the
+//! redo point, the background flusher and checkpointer threads.
+//!
+//! Invariants:
+//! - One writer at a time holds the writer lock while it applies its changes; the fsync a
+//!   commit waits for happens *after* the writer lock is released, so the next writer
+//!   proceeds while earlier commits share one sync (group commit).
+//! - Redo-only: a transaction's changes reach the cache only at commit, after its frame is
+//!   in the log buffer; nothing uncommitted is ever on a page, so recovery never undoes.
+//! - The WAL rule: the cache writes a dirty page only once the log is durable up to the
+//!   page's LSN (through [`LogGate`]).
+//! - The first change of a page whose LSN is at or below the redo point (the checkpoint LSN
+//!   in the superblock) is logged as a full image; later ones as deltas.
+//! - Any failure after a commit's frame is appended (a write, a sync, applying to the cache)
+//!   poisons the kernel: the frame may be durable, so only recovery knows the truth.
+
+mod checkpoint;
+mod txn;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::cache::{CacheConfig, CacheStats, PageCache, PageIo, PinnedPage, WalGate};
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::file::{parent_dir, FileSystem, LockGuard};
+use crate::log::{Durability, Log, LogStats};
+use crate::page::{Lsn, PageId, ROOT_SLOTS};
+use crate::pagedb::PageDb;
+use crate::planted::PlantedBugs;
+use crate::poison::Poison;
+use crate::recovery;
+
+pub use txn::WriteTxn;
+
+/// How long a pin waits for a frame when the whole cache is pinned.
+const PIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The log-side seam the cache sees: how far the log is durable.
+#[derive(Debug)]
+pub struct LogGate(pub Arc<Log>);
+
+impl WalGate for LogGate {
+    fn durable_lsn(&self) -> Lsn {
+        self.0.durable_lsn()
+    }
+    fn flush_to(&self, lsn: Lsn) -> Result<()> {
+        self.0.flush(lsn.min(self.0.last_lsn()), Durability::Sync)
+    }
+}
+
+/// The page-side seam the cache sees.
+#[derive(Debug)]
+pub struct PageGate(pub Arc<PageDb>);
+
+impl PageIo for PageGate {
+    fn page_size(&self) -> usize {
+        self.0.page_size()
+    }
+    fn read_page(&self, id: PageId, buf: &mut [u8]) -> Result<()> {
+        self.0.read_page(id, buf).map(|_| ())
+    }
+    fn write_page(&self, id: PageId, buf: &[u8]) -> Result<()> {
+        self.0.write_page(id, buf)
+    }
+}
+
+/// State guarded by the writer lock.
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    roots: [PageId; ROOT_SLOTS],
+    /// Pages whose LSN is at or below this are imaged at their next change.
+    redo_point: Lsn,
+}
+
+/// Counters of the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct KernelStats {
+    /// Commits that appended a frame.
+    pub commits: u64,
+    /// Checkpoints completed.
+    pub checkpoints: u64,
+    /// Longest time a checkpoint held the writer lock (commits stalled).
+    pub longest_checkpoint_stall: Duration,
+    /// Duration of the last checkpoint.
+    pub last_checkpoint: Duration,
+    /// Frames replayed by the recovery at open.
+    pub recovered_frames: u64,
+    /// The log's counters.
+    pub log: LogStats,
+    /// The cache's counters.
+    pub cache: CacheStats,
+    /// Pages in page.db.
+    pub pages_total: u64,
+    /// Free pages in page.db.
+    pub pages_free: u64,
+    /// The page size.
+    pub page_size: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: u64,
+    checkpoints: u64,
+    longest_stall: Duration,
+    last_checkpoint: Duration,
+    recovered_frames: u64,
+}
+
+#[derive(Debug, Default)]
+struct BgState {
+    shutdown: bool,
+    checkpoint_wanted: bool,
+}
+
+/// What the kernel's threads share.
+pub(crate) struct Shared {
+    dir: PathBuf,
+    config: StoreConfig,
+    pagedb: Arc<PageDb>,
+    cache: PageCache,
+    log: Arc<Log>,
+    writer: Mutex<WriterState>,
+    checkpoint_lock: Mutex<()>,
+    poison: Arc<Poison>,
+    bg: Mutex<BgState>,
+    bg_cv: Condvar,
+    counters: Mutex<Counters>,
+    _dir_lock: Box<dyn LockGuard>,
+}
+
+/// Transactional page storage on one store directory.
+pub struct Kernel {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").field("dir", &self.shared.dir).finish()
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::io(format!("{what} {}", path.display()), e)
+}
+
+/// Bytes the log file is preallocated to: the checkpoint trigger plus room for the commits
+/// that arrive while a checkpoint runs.
+fn log_prealloc(config: &StoreConfig) -> u64 {
+    config.checkpoint_size + config.checkpoint_size / 4
+}
+
+impl Kernel {
+    /// Opens (creating if missing) the store in `dir`: takes the directory lock, opens
+    /// page.db and the log, runs recovery, and starts the background threads.
+    pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, config: &StoreConfig) -> Result<Kernel> {
+        Self::open_with(fs, dir, config, PlantedBugs::default())
+    }
+
+    /// [`Kernel::open`] with deliberate bugs for the crash harness's self-test.
+    #[doc(hidden)]
+    pub fn open_with(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        config: &StoreConfig,
+        bugs: PlantedBugs,
+    ) -> Result<Kernel> {
+        config.validate()?;
+        if !fs.exists(dir).map_err(|e| io_err("checking for", dir, e))? {
+            fs.create_dir_all(dir)
+                .map_err(|e| io_err("creating directory", dir, e))?;
+            if !bugs.skip_dir_fsync {
+                let parent = parent_dir(dir);
+                fs.sync_dir(&parent)
+                    .map_err(|e| io_err("syncing directory", &parent, e))?;
+            }
+        }
+        let lock_path = dir.join("LOCK");
+        let dir_lock = fs.lock(&lock_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked {
+                    path: dir.to_path_buf(),
+                }
+            } else {
+                io_err("locking", &lock_path, e)
+            }
+        })?;
+        let log_path = dir.join(crate::log::frame::LOG_FILE);
+        let db_path = dir.join(crate::page::PAGE_DB);
+        let log_exists = fs
+            .exists(&log_path)
+            .map_err(|e| io_err("checking for", &log_path, e))?;
+        let db_exists = fs
+            .exists(&db_path)
+            .map_err(|e| io_err("checking for", &db_path, e))?;
+        if log_exists && !db_exists {
+            return Err(Error::corruption(
+                crate::page::PAGE_DB,
+                "file",
+                "page.db is missing but transaction.log exists; restore page.db from a backup",
+            ));
+        }
+        let poison = Arc::new(Poison::new());
+        let pagedb = Arc::new(PageDb::open_with(
+            fs.clone(),
+            dir,
+            config,
+            poison.clone(),
+            bugs,
+        )?);
+        let sb = pagedb.superblock();
+        let (log, found) = Log::open(
+            fs.as_ref(),
+            dir,
+            log_prealloc(config),
+            sb.checkpoint_lsn,
+            poison.clone(),
+            bugs,
+        )?;
+        let log = Arc::new(log);
+        let cache = PageCache::new(
+            Arc::new(PageGate(pagedb.clone())),
+            Arc::new(LogGate(log.clone())),
+            CacheConfig {
+                min_pages: config.cache_min_pages,
+                max_pages: config.cache_max_pages,
+                pin_timeout: PIN_TIMEOUT,
+            },
+        )?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            config: config.clone(),
+            pagedb,
+            cache,
+            log,
+            writer: Mutex::new(WriterState {
+                roots: sb.roots,
+                redo_point: sb.checkpoint_lsn,
+            }),
+            checkpoint_lock: Mutex::new(()),
+            poison,
+            bg: Mutex::new(BgState::default()),
+            bg_cv: Condvar::new(),
+            counters: Mutex::new(Counters::default()),
+            _dir_lock: dir_lock,
+        });
+        let frames = recovery::recover(&shared, found)?;
+        shared.counters.lock().recovered_frames = frames;
+        // Every open ends recovery with a checkpoint: page.db then reflects the whole log,
+        // and the log starts a new generation, so no stale frame is ever continued.
+        shared.checkpoint(false)?;
+        let threads = spawn_background(&shared)?;
+        Ok(Kernel {
+            shared,
+            threads,
+            closed: false,
+        })
+    }
+
+    /// Begins a write transaction; waits for the current writer to finish applying.
+    pub fn begin(&self) -> Result<WriteTxn<'_>> {
+        WriteTxn::begin(&self.shared)
+    }
+
+    /// Pins a committed page for reading.
+    pub fn read(&self, id: PageId) -> Result<PinnedPage> {
+        self.shared.poison.check()?;
+        self.shared.cache.pin(id)
+    }
+
+    /// The committed root page of `slot` (0 = empty).
+    pub fn root(&self, slot: usize) -> PageId {
+        self.shared.writer.lock().roots.get(slot).copied().unwrap_or(0)
+    }
+
+    /// Runs a checkpoint now: flushes dirty pages while commits continue, then briefly stops
+    /// commits to sync page.db, write the superblock and recycle the log.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.shared.checkpoint(false)
+    }
+
+    /// Page size of the store.
+    pub fn page_size(&self) -> usize {
+        self.shared.pagedb.page_size()
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Counters of the kernel, log and cache.
+    pub fn stats(&self) -> KernelStats {
+        let c = self.shared.counters.lock();
+        KernelStats {
+            commits: c.commits,
+            checkpoints: c.checkpoints,
+            longest_checkpoint_stall: c.longest_stall,
+            last_checkpoint: c.last_checkpoint,
+            recovered_frames: c.recovered_frames,
+            log: self.shared.log.stats(),
+            cache: self.shared.cache.stats(),
+            pages_total: self.shared.pagedb.page_count(),
+            pages_free: self.shared.pagedb.free_pages(),
+            page_size: self.shared.pagedb.page_size(),
+        }
+    }
+
+    /// Free page ids of page.db (for checks).
+    pub fn free_page_ids(&self) -> Vec<PageId> {
+        self.shared.pagedb.free_page_ids()
+    }
+
+    /// Pages of page.db (for checks).
+    pub fn page_count(&self) -> u64 {
+        self.shared.pagedb.page_count()
+    }
+
+    /// The free-space map's pages (for checks).
+    pub fn free_map_page_ids(&self) -> Vec<PageId> {
+        self.shared.pagedb.free_map_page_ids()
+    }
+
+    /// Closes cleanly: final checkpoint with the clean-close mark, threads stopped, lock
+    /// released.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_threads();
+        self.closed = true;
+        self.shared.checkpoint(true)
+    }
+
+    fn stop_threads(&mut self) {
+        {
+            let mut bg = self.shared.bg.lock();
+            bg.shutdown = true;
+        }
+        self.shared.bg_cv.notify_all();
+        for t in self.threads.drain(..) {
+            // A background thread that panicked has nothing left to clean up.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        self.stop_threads();
+        if !self.closed && self.shared.poison.check().is_ok() {
+            // Best effort: a failure leaves the log to recovery at the next open.
+            let _ = self.shared.checkpoint(true);
+        }
+    }
+}
+
+impl Shared {
+    /// Asks the checkpointer thread to run (the log passed `checkpoint_size`).
+    fn request_checkpoint(&self) {
+        self.bg.lock().checkpoint_wanted = true;
+        self.bg_cv.notify_all();
+    }
+}
+
+fn spawn_background(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>> {
+    let spawn = |name: &str, f: fn(&Shared)| {
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || f(&s))
+            .map_err(|e| Error::io("starting a background thread", e))
+    };
+    Ok(vec![
+        spawn("stowage-flusher", flusher)?,
+        spawn("stowage-checkpointer", checkpointer)?,
+    ])
+}
+
+/// Syncs `Async` commits within `async_flush_interval`.
+fn flusher(s: &Shared) {
+    let interval = s.config.async_flush_interval;
+    loop {
+        {
+            let mut bg = s.bg.lock();
+            if bg.shutdown {
+                return;
+            }
+            s.bg_cv.wait_for(&mut bg, interval);
+            if bg.shutdown {
+                return;
+            }
+        }
+        let last = s.log.last_lsn();
+        if last > s.log.durable_lsn() && s.log.flush(last, Durability::Sync).is_err() {
+            // The log latched the poison; commits report it.
+            return;
+        }
+    }
+}
+
+/// Runs checkpoints when the log passes `checkpoint_size`.
+fn checkpointer(s: &Shared) {
+    loop {
+        {
+            let mut bg = s.bg.lock();
+            while !bg.shutdown && !bg.checkpoint_wanted {
+                s.bg_cv.wait(&mut bg);
+            }
+            if bg.shutdown {
+                return;
+            }
+            bg.checkpoint_wanted = false;
+        }
+        if s.checkpoint(false).is_err() {
+            return;
+        }
+    }
+}
+
+/// Wall time of `f`.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed())
+}

@@ -1,0 +1,350 @@
+//! The write-ahead log, `transaction.log`: appends of opaque frames, group commit,
+//! recycling at checkpoints.
+//!
+//! Owns: the log file, its in-memory append buffer, the durable and written LSNs, and the
+//! group-commit protocol. It knows nothing of pages: the kernel hands it payloads and the
+//! recovery reads them back through [`Log::replay`].
+//!
+//! Invariants:
+//! - LSNs are consecutive; frames reach the file in LSN order.
+//! - Each write batch starts on a sector boundary and is padded to one, so a batch never
+//!   shares a sector with an earlier, possibly synced batch (a torn write cannot destroy
+//!   acknowledged frames).
+//! - `durable_lsn` only moves after a successful `fdatasync` covering every frame up to it;
+//!   `written_lsn` only after a successful write.
+//! - Group commit is leader/follower: whoever finds its frame not yet durable takes the
+//!   flush lock, writes the whole buffer in one call and syncs once; followers that queued
+//!   on the flush lock meanwhile find their frame durable and return without I/O.
+//! - A failed write or sync latches the shared [`Poison`]: every later call fails.
+//! - The file is preallocated and zero-filled when created and reused from the start after
+//!   each checkpoint (a new generation), because overwriting written blocks then syncing
+//!   needs no metadata update and is much faster than appending.
+
+pub mod frame;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::file::{FileHandle, FileSystem, OpenMode};
+use crate::page::Lsn;
+use crate::poison::Poison;
+use frame::{encode_frame, pad_to_sector, scan, Frame, FrameKind, LogHeader, ScanEnd, LOG_FILE,
+    LOG_HEADER_AREA, SECTOR};
+
+/// How far a commit must reach before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// On stable storage (written and fsynced) when `commit` returns.
+    Sync,
+    /// Written to the operating system (survives a process crash, not a power loss).
+    Flush,
+    /// Returns at once; a background flusher syncs within `async_flush_interval`.
+    Async,
+}
+
+/// Counters of the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Frames appended.
+    pub frames: u64,
+    /// Write calls (batches).
+    pub writes: u64,
+    /// fdatasync calls.
+    pub syncs: u64,
+    /// `group_sizes[i]`: syncs that made `2^i ..< 2^(i+1)` frames durable (i < 16).
+    pub group_sizes: [u64; 16],
+    /// Bytes of frames since the last recycle (the log's current size).
+    pub bytes_since_recycle: u64,
+    /// Log generation.
+    pub generation: u32,
+}
+
+#[derive(Debug)]
+struct AppendState {
+    /// Encoded frames not yet handed to the OS.
+    buf: Vec<u8>,
+    /// File offset where `buf` will be written (always sector-aligned).
+    buf_offset: u64,
+    next_lsn: Lsn,
+    generation: u32,
+    /// Slot of the newest header copy.
+    header_slot: usize,
+}
+
+/// The open transaction log.
+#[derive(Debug)]
+pub struct Log {
+    path: PathBuf,
+    file: Arc<dyn FileHandle>,
+    state: Mutex<AppendState>,
+    /// Held by the group-commit leader across its write and sync.
+    flush_lock: Mutex<FlushStats>,
+    durable: AtomicU64,
+    written: AtomicU64,
+    poison: Arc<Poison>,
+    /// Test-only fault: report durability without syncing.
+    ack_before_sync: bool,
+}
+
+#[derive(Debug, Default)]
+struct FlushStats {
+    writes: u64,
+    syncs: u64,
+    frames: u64,
+    group_sizes: [u64; 16],
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::io(format!("{what} {}", path.display()), e)
+}
+
+/// The log as found at open: its header, for [`Log::replay`].
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    header: LogHeader,
+}
+
+impl Log {
+    /// Opens `dir/transaction.log`, creating it (zero-filled to `prealloc` bytes, header
+    /// generation 1 at `base_lsn`) if missing. Nothing is written to an existing file
+    /// until [`Log::start`].
+    pub fn open(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        prealloc: u64,
+        base_lsn: Lsn,
+        poison: Arc<Poison>,
+        ack_before_sync: bool,
+    ) -> Result<(Log, Found)> {
+        let path = dir.join(LOG_FILE);
+        let exists = fs
+            .exists(&path)
+            .map_err(|e| io_err("checking for", &path, e))?;
+        if !exists {
+            create(fs, dir, prealloc, base_lsn)?;
+        }
+        let file = fs
+            .open(&path, OpenMode::Existing)
+            .map_err(|e| io_err("opening", &path, e))?;
+        let mut area = vec![0u8; LOG_HEADER_AREA as usize];
+        let len = file.len().map_err(|e| io_err("reading length of", &path, e))?;
+        if len < LOG_HEADER_AREA {
+            return Err(Error::corruption(
+                LOG_FILE,
+                "log header 0",
+                format!("file is {len} bytes, too short for the log headers"),
+            ));
+        }
+        file.read_exact_at(&mut area, 0)
+            .map_err(|e| io_err("reading header of", &path, e))?;
+        let (header, slot) = LogHeader::choose(&area)?;
+        let log = Log {
+            path,
+            file,
+            state: Mutex::new(AppendState {
+                buf: Vec::new(),
+                buf_offset: LOG_HEADER_AREA,
+                next_lsn: header.base_lsn + 1,
+                generation: header.generation,
+                header_slot: slot,
+            }),
+            flush_lock: Mutex::new(FlushStats::default()),
+            durable: AtomicU64::new(header.base_lsn),
+            written: AtomicU64::new(header.base_lsn),
+            poison,
+            ack_before_sync,
+        };
+        Ok((log, Found { header }))
+    }
+
+    /// Makes whatever the file holds durable (a process that died may have left frames in
+    /// the OS cache only), then calls `each` for every valid frame of the current
+    /// generation, in LSN order. Returns where the valid frames end.
+    pub fn replay(&self, found: Found, each: impl FnMut(Frame) -> Result<()>) -> Result<ScanEnd> {
+        self.file
+            .sync_data()
+            .map_err(|e| self.poison.latch(io_err("syncing", &self.path, e)))?;
+        scan(self.file.as_ref(), found.header, each)
+    }
+
+    /// Starts a new generation whose first frame gets LSN `base_lsn + 1`: writes the header
+    /// into the other slot and syncs it. Called after recovery and by every checkpoint;
+    /// the caller guarantees no frame is appended concurrently and every frame up to
+    /// `base_lsn` is reflected in a synced page.db.
+    pub fn recycle(&self, base_lsn: Lsn) -> Result<()> {
+        self.poison.check()?;
+        let _leader = self.flush_lock.lock();
+        let mut st = self.state.lock();
+        let header = LogHeader {
+            generation: st.generation.wrapping_add(1),
+            base_lsn,
+        };
+        let slot = 1 - st.header_slot;
+        let r = self
+            .file
+            .write_all_at(&header.encode(), slot as u64 * SECTOR)
+            .and_then(|()| self.file.sync_data());
+        r.map_err(|e| self.poison.latch(io_err("recycling", &self.path, e)))?;
+        st.buf.clear();
+        st.buf_offset = LOG_HEADER_AREA;
+        st.next_lsn = base_lsn + 1;
+        st.generation = header.generation;
+        st.header_slot = slot;
+        self.durable.store(base_lsn, Ordering::Release);
+        self.written.store(base_lsn, Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends a frame to the buffer and returns its LSN. Nothing is written yet: call
+    /// [`Log::flush`].
+    pub fn append(&self, kind: FrameKind, payload: &[u8]) -> Result<Lsn> {
+        self.poison.check()?;
+        if payload.len() > u32::MAX as usize {
+            return Err(Error::invalid_argument("transaction too large for one log frame"));
+        }
+        let mut st = self.state.lock();
+        let lsn = st.next_lsn;
+        st.next_lsn += 1;
+        let generation = st.generation;
+        let synced = self.durable.load(Ordering::Acquire);
+        encode_frame(&mut st.buf, generation, kind, lsn, synced, payload);
+        Ok(lsn)
+    }
+
+    /// Returns once frame `lsn` is durable (`Sync`) or written (`Flush`); `Async` returns at
+    /// once. Concurrent callers share one write and one sync (group commit).
+    pub fn flush(&self, lsn: Lsn, durability: Durability) -> Result<()> {
+        let sync = match durability {
+            Durability::Async => return self.poison.check(),
+            Durability::Flush => false,
+            Durability::Sync => true,
+        };
+        let reached = |log: &Log| {
+            if sync {
+                log.durable.load(Ordering::Acquire) >= lsn
+            } else {
+                log.written.load(Ordering::Acquire) >= lsn
+            }
+        };
+        if reached(self) {
+            return self.poison.check();
+        }
+        let mut stats = self.flush_lock.lock();
+        self.poison.check()?;
+        if reached(self) {
+            return Ok(());
+        }
+        self.lead_flush(&mut stats, sync)
+    }
+
+    /// The leader's work: write the whole buffer in one call, then sync once.
+    fn lead_flush(&self, stats: &mut FlushStats, sync: bool) -> Result<()> {
+        let (mut buf, offset, last) = {
+            let mut st = self.state.lock();
+            let buf = std::mem::take(&mut st.buf);
+            let offset = st.buf_offset;
+            (buf, offset, st.next_lsn - 1)
+        };
+        if !buf.is_empty() {
+            pad_to_sector(&mut buf, offset);
+            self.file
+                .write_all_at(&buf, offset)
+                .map_err(|e| self.poison.latch(io_err("writing", &self.path, e)))?;
+            stats.writes += 1;
+            let mut st = self.state.lock();
+            st.buf_offset = offset + buf.len() as u64;
+            // Keep the allocation for the next batch.
+            if st.buf.is_empty() {
+                buf.clear();
+                st.buf = buf;
+            }
+        }
+        self.written.fetch_max(last, Ordering::AcqRel);
+        if sync {
+            if !self.ack_before_sync {
+                self.file
+                    .sync_data()
+                    .map_err(|e| self.poison.latch(io_err("syncing", &self.path, e)))?;
+            }
+            stats.syncs += 1;
+            let before = self.durable.fetch_max(last, Ordering::AcqRel);
+            let group = last.saturating_sub(before);
+            if group > 0 {
+                let bucket = (63 - group.leading_zeros() as usize).min(15);
+                stats.group_sizes[bucket] += 1;
+                stats.frames += group;
+            }
+        }
+        Ok(())
+    }
+
+    /// The LSN of the last appended frame.
+    pub fn last_lsn(&self) -> Lsn {
+        self.state.lock().next_lsn - 1
+    }
+
+    /// The LSN up to which the log is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Bytes of frames since the last recycle, written or buffered.
+    pub fn size_since_recycle(&self) -> u64 {
+        let st = self.state.lock();
+        st.buf_offset - LOG_HEADER_AREA + st.buf.len() as u64
+    }
+
+    /// Counters for stats and benchmarks.
+    pub fn stats(&self) -> LogStats {
+        let f = self.flush_lock.lock();
+        let st = self.state.lock();
+        LogStats {
+            frames: st.next_lsn - 1,
+            writes: f.writes,
+            syncs: f.syncs,
+            group_sizes: f.group_sizes,
+            bytes_since_recycle: st.buf_offset - LOG_HEADER_AREA + st.buf.len() as u64,
+            generation: st.generation,
+        }
+    }
+}
+
+/// Creates a zero-filled log under a temporary name and renames it into place, so a crash
+/// leaves no log or a complete one with a valid header.
+fn create(fs: &dyn FileSystem, dir: &Path, prealloc: u64, base_lsn: Lsn) -> Result<()> {
+    let tmp = dir.join("transaction.log.tmp");
+    let path = dir.join(LOG_FILE);
+    if fs.exists(&tmp).map_err(|e| io_err("checking for", &tmp, e))? {
+        fs.remove_file(&tmp)
+            .map_err(|e| io_err("removing stale", &tmp, e))?;
+    }
+    let file = fs
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| io_err("creating", &tmp, e))?;
+    // Zero-fill rather than fallocate: fallocated extents are "unwritten" and the first
+    // write to each still costs a metadata update at sync time.
+    let total = prealloc.max(LOG_HEADER_AREA).div_ceil(SECTOR) * SECTOR;
+    let chunk = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < total {
+        let n = (total - off).min(chunk.len() as u64) as usize;
+        file.write_all_at(&chunk[..n], off)
+            .map_err(|e| io_err("preallocating", &tmp, e))?;
+        off += n as u64;
+    }
+    let header = LogHeader {
+        generation: 1,
+        base_lsn,
+    };
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| io_err("writing header of", &tmp, e))?;
+    file.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
+    fs.rename(&tmp, &path)
+        .map_err(|e| io_err("renaming into place", &path, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| io_err("syncing directory", dir, e))
+}
