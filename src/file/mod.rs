@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod real;
+mod sim;
 
 pub use real::RealFs;
+pub use sim::{CrashOutcome, SimFs};
 
 /// How [`FileSystem::open`] treats a missing or existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
