@@ -19,6 +19,8 @@
 pub mod config;
 pub mod error;
 pub mod file;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod page;
 pub mod pagedb;

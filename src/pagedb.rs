@@ -30,13 +30,13 @@ use parking_lot::Mutex;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::file::{parent_dir, FileHandle, FileSystem, OpenMode};
-use crate::planted::PlantedBugs;
-use crate::poison::Poison;
 use crate::page::{
     decode_free_map, encode_free_map, free_map_bits_per_page, init_header, seal_page, verify_page,
     FreeMapPage, Lsn, PageHeader, PageId, PageType, Superblock, FREE_MAP_DATA, PAGE_DB, ROOT_SLOTS,
     SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS,
 };
+use crate::planted::PlantedBugs;
+use crate::poison::Poison;
 
 /// The name `page.db` is built under before it is renamed into place.
 const PAGE_DB_TMP: &str = "page.db.tmp";
@@ -170,7 +170,13 @@ impl PageDb {
     /// Opens `dir/page.db`, creating it (and `dir`) if missing. An existing file keeps its
     /// own page size; `config.page_size` only applies to a new file.
     pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, config: &StoreConfig) -> Result<PageDb> {
-        Self::open_with(fs, dir, config, Arc::new(Poison::new()), PlantedBugs::default())
+        Self::open_with(
+            fs,
+            dir,
+            config,
+            Arc::new(Poison::new()),
+            PlantedBugs::default(),
+        )
     }
 
     /// [`PageDb::open`] sharing the store's poison latch; `bugs` is all off outside the
@@ -405,7 +411,10 @@ impl PageDb {
             .map_err(|e| io_err(&format!("reading page {id} of"), &self.path, e))?;
         if self.bugs.ignore_checksum {
             let page_type = PageType::from_u8(buf[0]).unwrap_or(PageType::Raw);
-            return Ok(PageHeader { page_type, lsn: crate::page::page_lsn(buf) });
+            return Ok(PageHeader {
+                page_type,
+                lsn: crate::page::page_lsn(buf),
+            });
         }
         verify_page(id, buf)
     }

@@ -182,7 +182,9 @@ pub fn decode(payload: &[u8], lsn: Lsn, page_size: usize) -> Result<Vec<Record>>
                         .checked_add(len)
                         .is_some_and(|end| end <= page_size);
                     if !fits {
-                        return Err(c.bad(format!("delta run {off}+{len} beyond page size {page_size}")));
+                        return Err(c.bad(format!(
+                            "delta run {off}+{len} beyond page size {page_size}"
+                        )));
                     }
                     runs.push((off, c.take(len)?.to_vec()));
                 }
@@ -216,7 +218,10 @@ pub fn diff(old: &[u8], new: &[u8]) -> Vec<(u32, Vec<u8>)> {
             i += 1;
         }
         match runs.last_mut() {
-            Some(last) if start - last.1 < MERGE_GAP && !(last.1..start).any(|j| DIFF_SKIP.contains(&j)) => {
+            Some(last)
+                if start - last.1 < MERGE_GAP
+                    && !(last.1..start).any(|j| DIFF_SKIP.contains(&j)) =>
+            {
                 last.1 = i
             }
             _ => runs.push((start, i)),
@@ -249,15 +254,24 @@ mod tests {
             Record::Alloc(5),
             Record::Free(9),
             Record::Root { slot: 3, page: 12 },
-            Record::Image { page: 5, bytes: vec![7u8; 2048] },
-            Record::Delta { page: 6, runs: vec![(16, vec![1, 2, 3]), (100, vec![9])] },
+            Record::Image {
+                page: 5,
+                bytes: vec![7u8; 2048],
+            },
+            Record::Delta {
+                page: 6,
+                runs: vec![(16, vec![1, 2, 3]), (100, vec![9])],
+            },
         ];
         assert_eq!(decode(&encode(&recs), 1, 2048).unwrap(), recs);
     }
 
     #[test]
     fn truncated_or_lying_payloads_are_corruption() {
-        let recs = vec![Record::Delta { page: 6, runs: vec![(16, vec![1, 2, 3])] }];
+        let recs = vec![Record::Delta {
+            page: 6,
+            runs: vec![(16, vec![1, 2, 3])],
+        }];
         let b = encode(&recs);
         for cut in 0..b.len() {
             assert!(decode(&b[..cut], 1, 2048).is_err() || cut == 0);

@@ -12,7 +12,9 @@ use stowage::pagedb::{CommitInfo, PageDb};
 use stowage::StoreConfig;
 
 fn corpus(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
 }
 
 fn replay(target: &str, run: fn(&[u8])) -> usize {
@@ -40,7 +42,11 @@ fn decode_pages_corpus_replays_without_panic() {
 /// A valid page.db image with live pages in two commits.
 fn seed_page_db(page_size: u32) -> Vec<u8> {
     let sim = SimFs::new();
-    let cfg = StoreConfig { page_size, initial_db_size_pages: 10, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        page_size,
+        initial_db_size_pages: 10,
+        ..StoreConfig::default()
+    };
     let db = PageDb::open(Arc::new(sim.clone()), Path::new("/s"), &cfg).unwrap();
     let mut roots = [0; ROOT_SLOTS];
     for round in 0..2u64 {
@@ -51,7 +57,12 @@ fn seed_page_db(page_size: u32) -> Vec<u8> {
             db.write_page(id, &p).unwrap();
             roots[round as usize] = id;
         }
-        db.commit(CommitInfo { checkpoint_lsn: round, roots, clean_close: false }).unwrap();
+        db.commit(CommitInfo {
+            checkpoint_lsn: round,
+            roots,
+            clean_close: false,
+        })
+        .unwrap();
     }
     drop(db);
     sim.read_file(Path::new("/s/page.db")).unwrap()

@@ -49,13 +49,22 @@ fn fixture() -> Fixture {
             live.insert(id, stored);
         }
         roots[0] = *live.keys().next().unwrap();
-        db.commit(CommitInfo { checkpoint_lsn: u64::from(round) + 5, roots, clean_close: true })
-            .unwrap();
+        db.commit(CommitInfo {
+            checkpoint_lsn: u64::from(round) + 5,
+            roots,
+            clean_close: true,
+        })
+        .unwrap();
     }
     let free = db.free_page_ids();
     drop(db);
     let bytes = sim.read_file(&Path::new(DIR).join("page.db")).unwrap();
-    Fixture { bytes, live, free, roots }
+    Fixture {
+        bytes,
+        live,
+        free,
+        roots,
+    }
 }
 
 fn assert_names_page_db(e: &Error, ctx: &str) {
@@ -63,7 +72,8 @@ fn assert_names_page_db(e: &Error, ctx: &str) {
         Error::Corruption { file, location, .. } => {
             assert_eq!(file, "page.db", "{ctx}: {e}");
             assert!(
-                location.contains("page") || location.contains("superblock")
+                location.contains("page")
+                    || location.contains("superblock")
                     || location.contains("free"),
                 "{ctx}: location `{location}`"
             );
@@ -88,7 +98,11 @@ fn check_damaged(fx: &Fixture, damaged: &[u8], ctx: &str) -> bool {
     assert!(sb.checkpoint_lsn == 6 || sb.checkpoint_lsn == 5, "{ctx}");
     if sb.checkpoint_lsn == 6 {
         assert_eq!(sb.roots, fx.roots, "{ctx}");
-        assert_eq!(db.free_page_ids(), fx.free, "{ctx}: free map changed silently");
+        assert_eq!(
+            db.free_page_ids(),
+            fx.free,
+            "{ctx}: free map changed silently"
+        );
         let mut buf = vec![0u8; db.page_size()];
         for (&id, want) in &fx.live {
             match db.read_page(id, &mut buf) {
@@ -119,7 +133,10 @@ fn every_flipped_byte_is_detected_or_invisible() {
             }
         }
     }
-    println!("page.db corruption sweep: {} opens ({opened} ok, {refused} refused)", opened + refused);
+    println!(
+        "page.db corruption sweep: {} opens ({opened} ok, {refused} refused)",
+        opened + refused
+    );
     assert!(refused > 0 && opened > 0);
 }
 
@@ -146,7 +163,12 @@ fn truncation_at_every_sector_is_detected_never_grown() {
             sim.write_file_durable(&Path::new(DIR).join("page.db"), &[]);
             let e = PageDb::open(Arc::new(sim.clone()), Path::new(DIR), &config()).unwrap_err();
             assert_names_page_db(&e, &ctx);
-            assert_eq!(sim.read_file(&Path::new(DIR).join("page.db")).unwrap().len(), 0);
+            assert_eq!(
+                sim.read_file(&Path::new(DIR).join("page.db"))
+                    .unwrap()
+                    .len(),
+                0
+            );
             continue;
         }
         let ok = check_damaged(&fx, &fx.bytes[..len], &ctx);

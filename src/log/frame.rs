@@ -201,7 +201,8 @@ fn frame_at(
         return Ok(None);
     };
     // The length is checked against the bytes the file holds before allocating.
-    let Some(payload) = read_at(file, off + FRAME_HEADER_LEN as u64, len as usize, file_len)? else {
+    let Some(payload) = read_at(file, off + FRAME_HEADER_LEN as u64, len as usize, file_len)?
+    else {
         return Ok(None);
     };
     let mut crc = crc32fast::Hasher::new();

@@ -32,8 +32,10 @@ use crate::error::{Error, Result};
 use crate::file::{FileHandle, FileSystem, OpenMode};
 use crate::page::Lsn;
 use crate::poison::Poison;
-use frame::{encode_frame, pad_to_sector, scan, Frame, FrameKind, LogHeader, ScanEnd, LOG_FILE,
-    LOG_HEADER_AREA, SECTOR};
+use frame::{
+    encode_frame, pad_to_sector, scan, Frame, FrameKind, LogHeader, ScanEnd, LOG_FILE,
+    LOG_HEADER_AREA, SECTOR,
+};
 
 /// How far a commit must reach before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,7 +133,9 @@ impl Log {
             .open(&path, OpenMode::Existing)
             .map_err(|e| io_err("opening", &path, e))?;
         let mut area = vec![0u8; LOG_HEADER_AREA as usize];
-        let len = file.len().map_err(|e| io_err("reading length of", &path, e))?;
+        let len = file
+            .len()
+            .map_err(|e| io_err("reading length of", &path, e))?;
         if len < LOG_HEADER_AREA {
             return Err(Error::corruption(
                 LOG_FILE,
@@ -204,7 +208,9 @@ impl Log {
     pub fn append(&self, kind: FrameKind, payload: &[u8]) -> Result<Lsn> {
         self.poison.check()?;
         if payload.len() > u32::MAX as usize {
-            return Err(Error::invalid_argument("transaction too large for one log frame"));
+            return Err(Error::invalid_argument(
+                "transaction too large for one log frame",
+            ));
         }
         let mut st = self.state.lock();
         let lsn = st.next_lsn;
@@ -318,7 +324,10 @@ impl Log {
 fn create(fs: &dyn FileSystem, dir: &Path, prealloc: u64, base_lsn: Lsn) -> Result<()> {
     let tmp = dir.join("transaction.log.tmp");
     let path = dir.join(LOG_FILE);
-    if fs.exists(&tmp).map_err(|e| io_err("checking for", &tmp, e))? {
+    if fs
+        .exists(&tmp)
+        .map_err(|e| io_err("checking for", &tmp, e))?
+    {
         fs.remove_file(&tmp)
             .map_err(|e| io_err("removing stale", &tmp, e))?;
     }
