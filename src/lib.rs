@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod file;
