@@ -22,12 +22,14 @@ pub mod error;
 pub mod file;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod kernel;
 pub mod log;
 pub mod page;
 pub mod pagedb;
 #[doc(hidden)]
 pub mod planted;
 pub mod poison;
+mod recovery;
 pub mod redo;
 
 pub use config::StoreConfig;

@@ -39,6 +39,44 @@ fn decode_pages_corpus_replays_without_panic() {
     assert!(n >= 4, "the decode_pages corpus lost its seeds ({n} files)");
 }
 
+#[test]
+fn decode_log_corpus_replays_without_panic() {
+    let n = replay("decode_log", stowage::fuzzing::decode_log);
+    assert!(n >= 3, "the decode_log corpus lost its seeds ({n} files)");
+}
+
+/// The frames region of a log holding `commits` unreplayed commits.
+fn seed_log_frames(commits: u8) -> Vec<u8> {
+    let sim = stowage::fuzzing::store_with_unreplayed_log(commits);
+    let bytes = sim.read_file(Path::new("/fuzz/transaction.log")).unwrap();
+    let mut frames = bytes[1024..].to_vec();
+    while frames.last() == Some(&0) {
+        frames.pop();
+    }
+    frames
+}
+
+#[test]
+fn mutated_logs_never_panic() {
+    let base = seed_log_frames(3);
+    assert!(base.len() > 100, "the seed log holds no frames");
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..300 {
+        let mut d = base.clone();
+        for _ in 0..(next() % 6 + 1) {
+            let i = (next() % d.len() as u64) as usize;
+            d[i] = next() as u8;
+        }
+        stowage::fuzzing::decode_log(&d);
+    }
+}
+
 /// A valid page.db image with live pages in two commits.
 fn seed_page_db(page_size: u32) -> Vec<u8> {
     let sim = SimFs::new();
@@ -106,4 +144,9 @@ fn regenerate_decode_pages_seeds() {
     let mut bad = base.clone();
     bad[512 + 24] ^= 0xFF;
     fs::write(dir.join("seed-bad-second-superblock"), bad).unwrap();
+    let dir = corpus("decode_log");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("seed-empty"), b"").unwrap();
+    fs::write(dir.join("seed-one-commit"), seed_log_frames(1)).unwrap();
+    fs::write(dir.join("seed-three-commits"), seed_log_frames(3)).unwrap();
 }

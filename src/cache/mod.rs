@@ -46,11 +46,7 @@ mod tests;
 use frame::{Frame, LOADING, READY};
 pub use frame::{PageRead, PageWrite, PinnedPage};
 
-/// The number of a page in `page.db`.
-pub type PageId = u64;
-
-/// A log sequence number: a position in the write-ahead log.
-pub type Lsn = u64;
+pub use crate::page::{Lsn, PageId};
 
 /// Where pages come from and go to (implemented by `page.db`; CRC sealing and
 /// verification happen there, not in the cache).

@@ -23,7 +23,7 @@ mod txn;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -72,12 +72,31 @@ impl PageIo for PageGate {
     }
 }
 
+/// Test options of [`Kernel::open_with`]; the default is what production uses.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Deliberate bugs (all off by default).
+    pub bugs: PlantedBugs,
+    /// Run without the flusher and checkpointer threads (deterministic simulated runs;
+    /// `Async` commits then become durable only with a later `Sync` commit or checkpoint).
+    pub no_background_threads: bool,
+}
+
 /// State guarded by the writer lock.
 #[derive(Debug)]
 pub(crate) struct WriterState {
     roots: [PageId; ROOT_SLOTS],
     /// Pages whose LSN is at or below this are imaged at their next change.
     redo_point: Lsn,
+}
+
+impl WriterState {
+    pub(crate) fn set_root(&mut self, slot: usize, page: PageId) {
+        if let Some(r) = self.roots.get_mut(slot) {
+            *r = page;
+        }
+    }
 }
 
 /// Counters of the kernel.
@@ -124,10 +143,10 @@ struct BgState {
 pub(crate) struct Shared {
     dir: PathBuf,
     config: StoreConfig,
-    pagedb: Arc<PageDb>,
-    cache: PageCache,
-    log: Arc<Log>,
-    writer: Mutex<WriterState>,
+    pub(crate) pagedb: Arc<PageDb>,
+    pub(crate) cache: PageCache,
+    pub(crate) log: Arc<Log>,
+    pub(crate) writer: Mutex<WriterState>,
     checkpoint_lock: Mutex<()>,
     poison: Arc<Poison>,
     bg: Mutex<BgState>,
@@ -145,7 +164,9 @@ pub struct Kernel {
 
 impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kernel").field("dir", &self.shared.dir).finish()
+        f.debug_struct("Kernel")
+            .field("dir", &self.shared.dir)
+            .finish()
     }
 }
 
@@ -163,17 +184,19 @@ impl Kernel {
     /// Opens (creating if missing) the store in `dir`: takes the directory lock, opens
     /// page.db and the log, runs recovery, and starts the background threads.
     pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, config: &StoreConfig) -> Result<Kernel> {
-        Self::open_with(fs, dir, config, PlantedBugs::default())
+        Self::open_with(fs, dir, config, OpenOptions::default())
     }
 
-    /// [`Kernel::open`] with deliberate bugs for the crash harness's self-test.
+    /// [`Kernel::open`] with test options: deliberate bugs for the crash harness's
+    /// self-test, and no background threads (so simulated runs are deterministic).
     #[doc(hidden)]
     pub fn open_with(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         config: &StoreConfig,
-        bugs: PlantedBugs,
+        options: OpenOptions,
     ) -> Result<Kernel> {
+        let bugs = options.bugs;
         config.validate()?;
         if !fs.exists(dir).map_err(|e| io_err("checking for", dir, e))? {
             fs.create_dir_all(dir)
@@ -258,7 +281,11 @@ impl Kernel {
         // Every open ends recovery with a checkpoint: page.db then reflects the whole log,
         // and the log starts a new generation, so no stale frame is ever continued.
         shared.checkpoint(false)?;
-        let threads = spawn_background(&shared)?;
+        let threads = if options.no_background_threads {
+            Vec::new()
+        } else {
+            spawn_background(&shared)?
+        };
         Ok(Kernel {
             shared,
             threads,
@@ -279,7 +306,13 @@ impl Kernel {
 
     /// The committed root page of `slot` (0 = empty).
     pub fn root(&self, slot: usize) -> PageId {
-        self.shared.writer.lock().roots.get(slot).copied().unwrap_or(0)
+        self.shared
+            .writer
+            .lock()
+            .roots
+            .get(slot)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Runs a checkpoint now: flushes dirty pages while commits continue, then briefly stops
@@ -422,11 +455,4 @@ fn checkpointer(s: &Shared) {
             return;
         }
     }
-}
-
-/// Wall time of `f`.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let t = Instant::now();
-    let r = f();
-    (r, t.elapsed())
 }

@@ -187,6 +187,7 @@ fn frame_at(
     file_len: u64,
     generation: u32,
     lsn: Option<Lsn>,
+    ignore_checksum: bool,
 ) -> Result<Option<(Frame, u64)>> {
     let Some(h) = read_at(file, off, FRAME_HEADER_LEN, file_len)? else {
         return Ok(None);
@@ -208,7 +209,7 @@ fn frame_at(
     let mut crc = crc32fast::Hasher::new();
     crc.update(&h[8..]);
     crc.update(&payload);
-    if crc.finalize() != LE::read_u32(&h[4..8]) {
+    if crc.finalize() != LE::read_u32(&h[4..8]) && !ignore_checksum {
         return Ok(None);
     }
     let frame = Frame {
@@ -226,9 +227,12 @@ fn frame_at(
 /// A frame that fails validation ends the log (a torn or garbage tail), unless a later
 /// valid frame of the same generation records that the log was durable beyond it: then
 /// synced data was damaged and the scan fails with `Error::Corruption`.
+///
+/// `ignore_checksum` is a planted bug for the crash harness's self-test (false otherwise).
 pub fn scan(
     file: &dyn FileHandle,
     header: LogHeader,
+    ignore_checksum: bool,
     mut each: impl FnMut(Frame) -> Result<()>,
 ) -> Result<ScanEnd> {
     let file_len = file
@@ -237,7 +241,14 @@ pub fn scan(
     let mut off = LOG_HEADER_AREA;
     let mut expect = header.base_lsn + 1;
     loop {
-        match frame_at(file, off, file_len, header.generation, Some(expect))? {
+        match frame_at(
+            file,
+            off,
+            file_len,
+            header.generation,
+            Some(expect),
+            ignore_checksum,
+        )? {
             Some((frame, next)) => {
                 each(frame)?;
                 expect += 1;
@@ -266,7 +277,7 @@ fn check_nothing_durable_beyond(
 ) -> Result<()> {
     let mut off = tail + SECTOR;
     while off < file_len {
-        if let Some((frame, _)) = frame_at(file, off, file_len, header.generation, None)? {
+        if let Some((frame, _)) = frame_at(file, off, file_len, header.generation, None, false)? {
             if frame.synced_upto >= missing {
                 return Err(Error::corruption(
                     LOG_FILE,

@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::file::{FileHandle, FileSystem, OpenMode};
 use crate::page::Lsn;
+use crate::planted::PlantedBugs;
 use crate::poison::Poison;
 use frame::{
     encode_frame, pad_to_sector, scan, Frame, FrameKind, LogHeader, ScanEnd, LOG_FILE,
@@ -88,8 +89,7 @@ pub struct Log {
     durable: AtomicU64,
     written: AtomicU64,
     poison: Arc<Poison>,
-    /// Test-only fault: report durability without syncing.
-    ack_before_sync: bool,
+    bugs: PlantedBugs,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +110,13 @@ pub struct Found {
     header: LogHeader,
 }
 
+impl Found {
+    /// The LSN the found generation continues from.
+    pub fn base_lsn(&self) -> Lsn {
+        self.header.base_lsn
+    }
+}
+
 impl Log {
     /// Opens `dir/transaction.log`, creating it (zero-filled to `prealloc` bytes, header
     /// generation 1 at `base_lsn`) if missing. Nothing is written to an existing file
@@ -120,14 +127,14 @@ impl Log {
         prealloc: u64,
         base_lsn: Lsn,
         poison: Arc<Poison>,
-        ack_before_sync: bool,
+        bugs: PlantedBugs,
     ) -> Result<(Log, Found)> {
         let path = dir.join(LOG_FILE);
         let exists = fs
             .exists(&path)
             .map_err(|e| io_err("checking for", &path, e))?;
         if !exists {
-            create(fs, dir, prealloc, base_lsn)?;
+            create(fs, dir, prealloc, base_lsn, bugs.skip_dir_fsync)?;
         }
         let file = fs
             .open(&path, OpenMode::Existing)
@@ -160,7 +167,7 @@ impl Log {
             durable: AtomicU64::new(header.base_lsn),
             written: AtomicU64::new(header.base_lsn),
             poison,
-            ack_before_sync,
+            bugs,
         };
         Ok((log, Found { header }))
     }
@@ -168,11 +175,30 @@ impl Log {
     /// Makes whatever the file holds durable (a process that died may have left frames in
     /// the OS cache only), then calls `each` for every valid frame of the current
     /// generation, in LSN order. Returns where the valid frames end.
-    pub fn replay(&self, found: Found, each: impl FnMut(Frame) -> Result<()>) -> Result<ScanEnd> {
+    pub fn replay(
+        &self,
+        found: Found,
+        mut each: impl FnMut(Frame) -> Result<()>,
+    ) -> Result<ScanEnd> {
         self.file
             .sync_data()
             .map_err(|e| self.poison.latch(io_err("syncing", &self.path, e)))?;
-        scan(self.file.as_ref(), found.header, each)
+        let end = scan(
+            self.file.as_ref(),
+            found.header,
+            self.bugs.ignore_checksum,
+            |frame| {
+                // The file was synced above, so every frame read from it is durable: the
+                // cache may write pages it changes while the replay goes on.
+                self.durable.store(frame.lsn, Ordering::Release);
+                self.written.store(frame.lsn, Ordering::Release);
+                each(frame)
+            },
+        )?;
+        let mut st = self.state.lock();
+        st.next_lsn = end.last_lsn + 1;
+        st.buf_offset = end.tail;
+        Ok(end)
     }
 
     /// Starts a new generation whose first frame gets LSN `base_lsn + 1`: writes the header
@@ -271,7 +297,7 @@ impl Log {
         }
         self.written.fetch_max(last, Ordering::AcqRel);
         if sync {
-            if !self.ack_before_sync {
+            if !self.bugs.ack_before_log_sync {
                 self.file
                     .sync_data()
                     .map_err(|e| self.poison.latch(io_err("syncing", &self.path, e)))?;
@@ -321,7 +347,13 @@ impl Log {
 
 /// Creates a zero-filled log under a temporary name and renames it into place, so a crash
 /// leaves no log or a complete one with a valid header.
-fn create(fs: &dyn FileSystem, dir: &Path, prealloc: u64, base_lsn: Lsn) -> Result<()> {
+fn create(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    prealloc: u64,
+    base_lsn: Lsn,
+    skip_dir_fsync: bool,
+) -> Result<()> {
     let tmp = dir.join("transaction.log.tmp");
     let path = dir.join(LOG_FILE);
     if fs
@@ -354,6 +386,9 @@ fn create(fs: &dyn FileSystem, dir: &Path, prealloc: u64, base_lsn: Lsn) -> Resu
     file.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
     fs.rename(&tmp, &path)
         .map_err(|e| io_err("renaming into place", &path, e))?;
+    if skip_dir_fsync {
+        return Ok(());
+    }
     fs.sync_dir(dir)
         .map_err(|e| io_err("syncing directory", dir, e))
 }

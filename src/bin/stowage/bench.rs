@@ -1,0 +1,304 @@
+//! `stowage bench`: the device's fsync limits and the kernel's Sync commit throughput and
+//! latency, measured in the same run so the ratios are meaningful on a noisy machine.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use stowage::file::RealFs;
+use stowage::kernel::Kernel;
+use stowage::page::PageType;
+use stowage::{Durability, StoreConfig};
+
+/// Options of `stowage bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Directory to run in (a temporary directory under it is created and removed).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Commits per thread for each commit benchmark.
+    #[arg(long, default_value_t = 5000)]
+    commits: usize,
+    /// Fewer iterations everywhere (a smoke run).
+    #[arg(long)]
+    quick: bool,
+    /// Print machine-readable JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Best effort: a leftover scratch directory only costs disk space.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(base: &Path, name: &str) -> Res<Scratch> {
+    let p = base.join(format!("stowage-bench-{}-{name}", std::process::id()));
+    if p.exists() {
+        std::fs::remove_dir_all(&p)?;
+    }
+    std::fs::create_dir_all(&p)?;
+    Ok(Scratch(p))
+}
+
+/// 4 KiB writes + fdatasync per second: appending to a new file, or overwriting a
+/// preallocated, zero-filled one; `threads` threads on their own files.
+fn device_rate(base: &Path, overwrite: bool, threads: usize, n: usize) -> Res<f64> {
+    let dir = scratch(base, if overwrite { "overwrite" } else { "append" })?;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let path = dir.0.join(format!("f{t}"));
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .read(true)
+                    .write(true)
+                    .open(&path)?;
+                let block = vec![0xA5u8; 4096];
+                if overwrite {
+                    let zeros = vec![0u8; 1 << 20];
+                    let total = (n as u64 * 4096).div_ceil(1 << 20);
+                    for i in 0..total {
+                        f.write_all_at(&zeros, i << 20)?;
+                    }
+                    f.sync_all()?;
+                }
+                for i in 0..n {
+                    f.write_all_at(&block, i as u64 * 4096)?;
+                    f.sync_data()?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    // Preallocation is not measured: restart the clock once the threads are writing is not
+    // possible without coordination, so time only the sync loop by subtracting a
+    // preallocation-only run.
+    for h in handles {
+        h.join().map_err(|_| "device thread panicked")??;
+    }
+    let elapsed = start.elapsed();
+    let prealloc = if overwrite {
+        prealloc_time(base, threads, n)?
+    } else {
+        Duration::ZERO
+    };
+    let secs = elapsed.saturating_sub(prealloc).as_secs_f64().max(1e-9);
+    Ok((threads * n) as f64 / secs)
+}
+
+fn prealloc_time(base: &Path, threads: usize, n: usize) -> Res<Duration> {
+    let dir = scratch(base, "prealloc")?;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let path = dir.0.join(format!("f{t}"));
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .open(&path)?;
+                let zeros = vec![0u8; 1 << 20];
+                let total = (n as u64 * 4096).div_ceil(1 << 20);
+                for i in 0..total {
+                    f.write_all_at(&zeros, i << 20)?;
+                }
+                f.sync_all()
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| "device thread panicked")??;
+    }
+    Ok(start.elapsed())
+}
+
+struct CommitResult {
+    threads: usize,
+    commits: usize,
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    syncs: u64,
+    group_sizes: [u64; 16],
+    checkpoints: u64,
+    longest_stall_ms: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// `threads` threads each commit `n` Sync transactions changing 8 bytes of their own page.
+/// With `checkpoint_every`, a thread forces a checkpoint every that many milliseconds.
+fn commits(
+    base: &Path,
+    threads: usize,
+    n: usize,
+    checkpoint_every: Option<u64>,
+) -> Res<CommitResult> {
+    let dir = scratch(base, &format!("commits{threads}"))?;
+    let config = StoreConfig {
+        page_size: 4096,
+        initial_db_size_pages: 1024,
+        ..StoreConfig::default()
+    };
+    let k = Arc::new(Kernel::open(
+        Arc::new(RealFs::new()),
+        &dir.0.join("store"),
+        &config,
+    )?);
+    let pages: Vec<u64> = {
+        let mut tx = k.begin()?;
+        let ids = (0..threads)
+            .map(|_| tx.allocate(PageType::Raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit(Durability::Sync)?;
+        ids
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checkpointer = checkpoint_every.map(|ms| {
+        let k = k.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(ms));
+                // A failed checkpoint shows up as failed commits.
+                let _ = k.checkpoint();
+            }
+        })
+    });
+    let before = k.stats();
+    let start = Instant::now();
+    let workers: Vec<_> = pages
+        .iter()
+        .map(|&page| {
+            let k = k.clone();
+            std::thread::spawn(move || -> stowage::Result<Vec<Duration>> {
+                let mut lat = Vec::with_capacity(n);
+                for i in 0..n as u64 {
+                    let t = Instant::now();
+                    let mut tx = k.begin()?;
+                    tx.page_mut(page)?[64..72].copy_from_slice(&i.to_le_bytes());
+                    tx.commit(Durability::Sync)?;
+                    lat.push(t.elapsed());
+                }
+                Ok(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.join().map_err(|_| "worker panicked")??);
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(c) = checkpointer {
+        c.join().map_err(|_| "checkpointer panicked")?;
+    }
+    let after = k.stats();
+    all.sort_unstable();
+    let mut groups = [0u64; 16];
+    for (i, g) in groups.iter_mut().enumerate() {
+        *g = after.log.group_sizes[i] - before.log.group_sizes[i];
+    }
+    let r = CommitResult {
+        threads,
+        commits: all.len(),
+        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: percentile(&all, 0.50),
+        p99_us: percentile(&all, 0.99),
+        max_us: percentile(&all, 1.0),
+        syncs: after.log.syncs - before.log.syncs,
+        group_sizes: groups,
+        checkpoints: after.checkpoints - before.checkpoints,
+        longest_stall_ms: after.longest_checkpoint_stall.as_secs_f64() * 1e3,
+    };
+    drop(k);
+    Ok(r)
+}
+
+fn histogram(g: &[u64; 16]) -> String {
+    g.iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(i, c)| format!("{}-{}:{c}", 1u64 << i, (1u64 << (i + 1)) - 1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs everything and prints the table (or JSON).
+pub fn run(args: &BenchArgs) -> Res<()> {
+    let n = if args.quick {
+        args.commits.min(500)
+    } else {
+        args.commits
+    };
+    let dev_n = if args.quick { 500 } else { 3000 };
+    let append = device_rate(&args.dir, false, 1, dev_n)?;
+    let overwrite = device_rate(&args.dir, true, 1, dev_n)?;
+    let overwrite8 = device_rate(&args.dir, true, 8, dev_n / 4)?;
+    let one = commits(&args.dir, 1, n, None)?;
+    let eight = commits(&args.dir, 8, n, None)?;
+    let ckpt = commits(&args.dir, 8, n, Some(200))?;
+    if args.json {
+        let row = |r: &CommitResult| {
+            format!(
+                "{{\"threads\":{},\"commits\":{},\"per_sec\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"syncs\":{},\"checkpoints\":{},\"longest_checkpoint_stall_ms\":{:.2},\"group_sizes\":{:?}}}",
+                r.threads, r.commits, r.per_sec, r.p50_us, r.p99_us, r.max_us, r.syncs, r.checkpoints, r.longest_stall_ms, r.group_sizes
+            )
+        };
+        println!(
+            "{{\"device\":{{\"append_fdatasync_4k_per_sec\":{append:.0},\"overwrite_fdatasync_4k_per_sec\":{overwrite:.0},\"overwrite_fdatasync_4k_8_threads_per_sec\":{overwrite8:.0}}},\"sync_commits_1\":{},\"sync_commits_8\":{},\"sync_commits_8_with_checkpoints\":{}}}",
+            row(&one), row(&eight), row(&ckpt)
+        );
+        return Ok(());
+    }
+    println!("device (4 KiB + fdatasync):");
+    println!("  append           {append:>10.0} /s");
+    println!("  overwrite        {overwrite:>10.0} /s");
+    println!("  overwrite, 8 thr {overwrite8:>10.0} /s");
+    println!();
+    println!("Sync commits (one 8-byte change each):");
+    println!(
+        "  threads   commits/s   p50 us   p99 us    max us   syncs  ckpts  stall ms  group sizes"
+    );
+    for r in [&one, &eight, &ckpt] {
+        println!(
+            "  {:>7} {:>11.0} {:>8.1} {:>8.1} {:>9.1} {:>7} {:>6} {:>9.2}  {}",
+            r.threads,
+            r.per_sec,
+            r.p50_us,
+            r.p99_us,
+            r.max_us,
+            r.syncs,
+            r.checkpoints,
+            r.longest_stall_ms,
+            histogram(&r.group_sizes)
+        );
+    }
+    println!();
+    println!(
+        "ratios: 1 thread / device overwrite = {:.2}; 8 threads / 1 thread = {:.2}",
+        one.per_sec / overwrite,
+        eight.per_sec / one.per_sec
+    );
+    Ok(())
+}

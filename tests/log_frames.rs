@@ -1,0 +1,212 @@
+//! transaction.log on its own: append, group flush, replay, torn tails, damaged synced
+//! frames, and recycling into a new generation.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use stowage::file::{FileSystem, SimFs};
+use stowage::log::frame::{FrameKind, LOG_FILE};
+use stowage::log::{Durability, Log};
+use stowage::planted::PlantedBugs;
+use stowage::poison::Poison;
+use stowage::Error;
+
+const DIR: &str = "/s";
+
+fn open(sim: &SimFs) -> (Log, stowage::log::Found) {
+    let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
+    if !sim.exists(Path::new(DIR)).unwrap() {
+        fs.create_dir_all(Path::new(DIR)).unwrap();
+    }
+    Log::open(
+        fs.as_ref(),
+        Path::new(DIR),
+        64 * 1024,
+        0,
+        Arc::new(Poison::new()),
+        PlantedBugs::default(),
+    )
+    .unwrap()
+}
+
+fn replayed(sim: &SimFs) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+    let (log, found) = open(sim);
+    let mut frames = Vec::new();
+    log.replay(found, |f| {
+        frames.push((f.lsn, f.payload));
+        Ok(())
+    })?;
+    Ok(frames)
+}
+
+fn log_path() -> std::path::PathBuf {
+    Path::new(DIR).join(LOG_FILE)
+}
+
+#[test]
+fn appended_frames_replay_in_order_after_reopen() {
+    let sim = SimFs::new();
+    let (log, _) = open(&sim);
+    for i in 0..10u8 {
+        let lsn = log
+            .append(FrameKind::Commit, &vec![i; i as usize * 100])
+            .unwrap();
+        assert_eq!(lsn, u64::from(i) + 1);
+        log.flush(lsn, Durability::Sync).unwrap();
+    }
+    assert_eq!(log.durable_lsn(), 10);
+    drop(log);
+    let frames = replayed(&sim).unwrap();
+    assert_eq!(frames.len(), 10);
+    for (i, (lsn, p)) in frames.iter().enumerate() {
+        assert_eq!(*lsn, i as u64 + 1);
+        assert_eq!(p, &vec![i as u8; i * 100]);
+    }
+}
+
+#[test]
+fn one_flush_covers_every_frame_appended_before_it() {
+    let sim = SimFs::new();
+    let (log, _) = open(&sim);
+    let lsns: Vec<u64> = (0..5)
+        .map(|_| log.append(FrameKind::Commit, b"x").unwrap())
+        .collect();
+    log.flush(lsns[4], Durability::Sync).unwrap();
+    for l in &lsns {
+        log.flush(*l, Durability::Sync).unwrap();
+    }
+    let st = log.stats();
+    assert_eq!(
+        (st.writes, st.syncs),
+        (1, 1),
+        "one write and one sync for the group"
+    );
+    assert_eq!(st.group_sizes[2], 1, "a group of 5 lands in bucket 4..8");
+}
+
+#[test]
+fn a_garbage_tail_is_cut_off_and_the_frames_before_it_kept() {
+    let sim = SimFs::new();
+    let (log, _) = open(&sim);
+    for _ in 0..3 {
+        let l = log.append(FrameKind::Commit, &[7u8; 600]).unwrap();
+        log.flush(l, Durability::Sync).unwrap();
+    }
+    drop(log);
+    let mut bytes = sim.read_file(&log_path()).unwrap();
+    let clean = bytes.clone();
+    // Garbage where the fourth frame would go (after three 1024-byte batches).
+    let tail = 1024 + 3 * 1024;
+    for b in &mut bytes[tail..tail + 700] {
+        *b = 0x5A;
+    }
+    sim.write_file_durable(&log_path(), &bytes);
+    assert_eq!(replayed(&sim).unwrap().len(), 3);
+    // A torn last frame: its header survives, part of its payload does not.
+    let mut torn = clean;
+    torn[1024 + 2 * 1024 + 600] ^= 0xFF;
+    sim.write_file_durable(&log_path(), &torn);
+    assert_eq!(replayed(&sim).unwrap().len(), 2);
+}
+
+#[test]
+fn a_damaged_frame_before_one_known_durable_is_corruption() {
+    let sim = SimFs::new();
+    let (log, _) = open(&sim);
+    for _ in 0..4 {
+        let l = log.append(FrameKind::Commit, &[1u8; 100]).unwrap();
+        log.flush(l, Durability::Sync).unwrap();
+    }
+    drop(log);
+    let mut bytes = sim.read_file(&log_path()).unwrap();
+    // Frame 2 (second batch) damaged; frames 3 and 4 record the log durable past it.
+    bytes[1024 + 512 + 40] ^= 1;
+    sim.write_file_durable(&log_path(), &bytes);
+    match replayed(&sim) {
+        Err(Error::Corruption { file, location, .. }) => {
+            assert_eq!(file, LOG_FILE);
+            assert!(location.contains("offset 1536"), "{location}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsynced_frames_lost_in_a_gap_are_not_corruption() {
+    let sim = SimFs::new();
+    let (log, _) = open(&sim);
+    let a = log.append(FrameKind::Commit, &[1u8; 100]).unwrap();
+    log.flush(a, Durability::Flush).unwrap();
+    let b = log.append(FrameKind::Commit, &[2u8; 100]).unwrap();
+    log.flush(b, Durability::Flush).unwrap();
+    drop(log);
+    // The first (never synced) batch is lost, the second survived: only a torn tail.
+    let mut bytes = sim.read_file(&log_path()).unwrap();
+    bytes[1024..1536].fill(0);
+    sim.write_file_durable(&log_path(), &bytes);
+    assert_eq!(replayed(&sim).unwrap().len(), 0);
+}
+
+#[test]
+fn recycling_starts_a_generation_whose_stale_predecessors_are_ignored() {
+    let sim = SimFs::new();
+    let (log, found) = open(&sim);
+    log.replay(found, |_| Ok(())).unwrap();
+    for _ in 0..5 {
+        let l = log.append(FrameKind::Commit, &[3u8; 50]).unwrap();
+        log.flush(l, Durability::Sync).unwrap();
+    }
+    log.recycle(5).unwrap();
+    let l = log.append(FrameKind::Commit, &[4u8; 50]).unwrap();
+    assert_eq!(l, 6);
+    log.flush(l, Durability::Sync).unwrap();
+    drop(log);
+    let frames = replayed(&sim).unwrap();
+    assert_eq!(
+        frames,
+        vec![(6, vec![4u8; 50])],
+        "frames 2..=5 of the old generation are stale"
+    );
+    assert_eq!(log_stats_generation(&sim), 2);
+}
+
+fn log_stats_generation(sim: &SimFs) -> u32 {
+    open(sim).0.stats().generation
+}
+
+#[test]
+fn a_failed_sync_poisons_the_log() {
+    let sim = SimFs::new();
+    let (log, _) = open(&sim);
+    let l = log.append(FrameKind::Commit, b"a").unwrap();
+    sim.fail_call(sim.mutating_calls() + 1); // the write succeeds, the sync fails
+    assert!(matches!(
+        log.flush(l, Durability::Sync),
+        Err(Error::Io { .. })
+    ));
+    assert!(matches!(
+        log.append(FrameKind::Commit, b"b"),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(
+        log.flush(l, Durability::Sync),
+        Err(Error::Poisoned { .. })
+    ));
+}
+
+#[test]
+fn a_log_that_is_not_ours_is_refused() {
+    let sim = SimFs::new();
+    sim.write_file_durable(&log_path(), &[0x42; 4096]);
+    let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
+    let e = Log::open(
+        fs.as_ref(),
+        Path::new(DIR),
+        4096,
+        0,
+        Arc::new(Poison::new()),
+        PlantedBugs::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("transaction.log"), "{e}");
+}
