@@ -30,6 +30,12 @@ pub(crate) fn recover(shared: &Shared, found: Found) -> Result<u64> {
             ),
         ));
     }
+    let sb = shared.pagedb.superblock();
+    if sb.clean_close && found.base_lsn() == checkpoint {
+        // A clean close checkpointed everything and recycled the log: nothing to replay.
+        // (The open that follows writes a superblock without the mark before any commit.)
+        return Ok(0);
+    }
     let page_size = shared.pagedb.page_size();
     let mut applied = 0;
     shared.log.replay(found, |frame| {

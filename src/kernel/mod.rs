@@ -321,6 +321,15 @@ impl Kernel {
         self.shared.checkpoint(false)
     }
 
+    /// The durability of a commit that names none: `Sync` with `force_sync`, else `Flush`.
+    pub fn default_durability(&self) -> Durability {
+        if self.shared.config.force_sync {
+            Durability::Sync
+        } else {
+            Durability::Flush
+        }
+    }
+
     /// Page size of the store.
     pub fn page_size(&self) -> usize {
         self.shared.pagedb.page_size()

@@ -32,6 +32,8 @@ struct Shadow {
 pub struct WriteTxn<'a> {
     shared: &'a Shared,
     writer: Option<MutexGuard<'a, WriterState>>,
+    /// Whether this transaction is announced to the log (see `Log::announce`).
+    announced: bool,
     pages: BTreeMap<PageId, Shadow>,
     allocated: Vec<PageId>,
     freed: Vec<PageId>,
@@ -51,16 +53,25 @@ impl std::fmt::Debug for WriteTxn<'_> {
 impl<'a> WriteTxn<'a> {
     pub(super) fn begin(shared: &'a Shared) -> Result<WriteTxn<'a>> {
         shared.poison.check()?;
+        shared.log.announce();
         let writer = shared.writer.lock();
-        shared.poison.check()?;
-        Ok(WriteTxn {
+        let txn = WriteTxn {
             shared,
             writer: Some(writer),
+            announced: true,
             pages: BTreeMap::new(),
             allocated: Vec::new(),
             freed: Vec::new(),
             roots: [None; ROOT_SLOTS],
-        })
+        };
+        shared.poison.check()?;
+        Ok(txn)
+    }
+
+    fn retire(&mut self) {
+        if std::mem::take(&mut self.announced) {
+            self.shared.log.retire();
+        }
     }
 
     /// Allocates a page, initialised with a header of `page_type` and zeros.
@@ -195,7 +206,9 @@ impl<'a> WriteTxn<'a> {
             // Only the page count: nothing changed.
             return Ok(s.log.last_lsn());
         }
-        let lsn = s.log.append(FrameKind::Commit, &redo::encode(&recs))?;
+        let appended = s.log.append(FrameKind::Commit, &redo::encode(&recs));
+        self.retire();
+        let lsn = appended?;
         let applied = self.apply(&mut w, lsn);
         if let Err(e) = applied {
             // The frame is in the log but the cache does not reflect it: only recovery
@@ -242,6 +255,7 @@ impl<'a> WriteTxn<'a> {
 
 impl Drop for WriteTxn<'_> {
     fn drop(&mut self) {
+        self.retire();
         // Rollback: pages this transaction allocated were never logged; return them.
         for &id in &self.allocated {
             // A failure here leaks a page until the next check; it cannot corrupt.

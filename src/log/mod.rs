@@ -12,9 +12,11 @@
 //!   acknowledged frames).
 //! - `durable_lsn` only moves after a successful `fdatasync` covering every frame up to it;
 //!   `written_lsn` only after a successful write.
-//! - Group commit is leader/follower: whoever finds its frame not yet durable takes the
-//!   flush lock, writes the whole buffer in one call and syncs once; followers that queued
-//!   on the flush lock meanwhile find their frame durable and return without I/O.
+//! - Group commit is leader/follower: whoever finds its frame not yet durable and no flush
+//!   under way becomes the leader, writes the whole buffer in one call and syncs once;
+//!   followers wait on a condvar and return without I/O when a sync covered their frame.
+//!   A leader that finds new frames buffered after its sync leads another round (at most
+//!   `MAX_LEADER_ROUNDS`), so groups follow each other without a thread wake-up between.
 //! - A failed write or sync latches the shared [`Poison`]: every later call fails.
 //! - The file is preallocated and zero-filled when created and reused from the start after
 //!   each checkpoint (a new generation), because overwriting written blocks then syncing
@@ -23,10 +25,11 @@
 pub mod frame;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::file::{FileHandle, FileSystem, OpenMode};
@@ -84,16 +87,42 @@ pub struct Log {
     path: PathBuf,
     file: Arc<dyn FileHandle>,
     state: Mutex<AppendState>,
-    /// Held by the group-commit leader across its write and sync.
+    /// Who leads the current flush, and the counters; never held across I/O.
     flush_lock: Mutex<FlushStats>,
+    /// Signalled (to all) when a leader finishes: followers re-check their LSN and one of
+    /// those still waiting becomes the next leader.
+    flushed: Condvar,
     durable: AtomicU64,
     written: AtomicU64,
+    /// Committers that announced a frame they have not appended yet; a `Sync` leader
+    /// waits briefly for them so they join its group (see [`Log::announce`]).
+    announced: AtomicUsize,
+    /// Frames recent groups held; a leader waits briefly for that many (see
+    /// `wait_for_group`).
+    group_target: AtomicU64,
     poison: Arc<Poison>,
     bugs: PlantedBugs,
 }
 
+/// Longest a `Sync` leader waits for announced frames before syncing.
+const GROUP_WAIT: Duration = Duration::from_micros(150);
+
+/// Consecutive flushes one leader performs before handing over.
+const MAX_LEADER_ROUNDS: u32 = 8;
+
+/// What one leader did.
+#[derive(Debug, Default)]
+struct FlushDone {
+    writes: u64,
+    syncs: u64,
+    /// Frames its sync made durable.
+    group: u64,
+}
+
 #[derive(Debug, Default)]
 struct FlushStats {
+    /// A leader is writing or syncing right now.
+    leading: bool,
     writes: u64,
     syncs: u64,
     frames: u64,
@@ -164,8 +193,11 @@ impl Log {
                 header_slot: slot,
             }),
             flush_lock: Mutex::new(FlushStats::default()),
+            flushed: Condvar::new(),
             durable: AtomicU64::new(header.base_lsn),
             written: AtomicU64::new(header.base_lsn),
+            announced: AtomicUsize::new(0),
+            group_target: AtomicU64::new(1),
             poison,
             bugs,
         };
@@ -207,7 +239,10 @@ impl Log {
     /// `base_lsn` is reflected in a synced page.db.
     pub fn recycle(&self, base_lsn: Lsn) -> Result<()> {
         self.poison.check()?;
-        let _leader = self.flush_lock.lock();
+        let mut leader = self.flush_lock.lock();
+        while leader.leading {
+            self.flushed.wait(&mut leader);
+        }
         let mut st = self.state.lock();
         let header = LogHeader {
             generation: st.generation.wrapping_add(1),
@@ -265,16 +300,93 @@ impl Log {
         if reached(self) {
             return self.poison.check();
         }
-        let mut stats = self.flush_lock.lock();
-        self.poison.check()?;
-        if reached(self) {
-            return Ok(());
+        let mut f = self.flush_lock.lock();
+        loop {
+            self.poison.check()?;
+            if reached(self) {
+                return Ok(());
+            }
+            if !f.leading {
+                break;
+            }
+            self.flushed.wait(&mut f);
         }
-        self.lead_flush(&mut stats, sync)
+        // Lead: the flush lock is released across the I/O so that committers keep
+        // appending (they form the next group) and followers can wait on the condvar.
+        f.leading = true;
+        drop(f);
+        // The leader keeps leading while frames arrive during its sync (up to a bound, so
+        // its own caller is not held forever): the next group then starts without waiting
+        // for a follower thread to wake up, which on a busy machine costs more than a sync.
+        let mut rounds = 0;
+        loop {
+            let mut done = FlushDone::default();
+            let r = self.lead_flush(&mut done, sync);
+            let mut f = self.flush_lock.lock();
+            f.writes += done.writes;
+            f.syncs += done.syncs;
+            if done.group > 0 {
+                let bucket = (63 - done.group.leading_zeros() as usize).min(15);
+                f.group_sizes[bucket] += 1;
+                f.frames += done.group;
+            }
+            rounds += 1;
+            let more = r.is_ok() && sync && rounds < MAX_LEADER_ROUNDS && self.has_buffered();
+            if !more {
+                f.leading = false;
+            }
+            drop(f);
+            self.flushed.notify_all();
+            if !more {
+                return r;
+            }
+        }
+    }
+
+    /// A committer says it is about to append a frame; pair with [`Log::retire`] once it
+    /// appended (or gave up). A `Sync` leader waits up to `GROUP_WAIT` for announced frames
+    /// before it syncs, so concurrent committers share one sync instead of trailing into
+    /// the next one. A lone committer never waits: it retires before it flushes.
+    pub fn announce(&self) {
+        self.announced.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// See [`Log::announce`].
+    pub fn retire(&self) {
+        self.announced.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Lets concurrent committers append before the leader takes the buffer: waits (at
+    /// most `GROUP_WAIT`) while announced frames are still coming, or while fewer frames
+    /// are buffered than recent groups held (committers just released by the previous
+    /// sync are on their way back). A lone committer never waits.
+    fn wait_for_group(&self) {
+        let target = self.group_target.load(Ordering::Acquire);
+        let buffered = |log: &Log| {
+            log.last_lsn()
+                .saturating_sub(log.written.load(Ordering::Acquire))
+        };
+        let gathering =
+            |log: &Log| log.announced.load(Ordering::Acquire) > 0 || buffered(log) < target;
+        if !gathering(self) {
+            return;
+        }
+        let deadline = Instant::now() + GROUP_WAIT;
+        while gathering(self) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+    }
+
+    /// True when frames wait in the buffer.
+    fn has_buffered(&self) -> bool {
+        !self.state.lock().buf.is_empty()
     }
 
     /// The leader's work: write the whole buffer in one call, then sync once.
-    fn lead_flush(&self, stats: &mut FlushStats, sync: bool) -> Result<()> {
+    fn lead_flush(&self, done: &mut FlushDone, sync: bool) -> Result<()> {
+        if sync {
+            self.wait_for_group();
+        }
         let (mut buf, offset, last) = {
             let mut st = self.state.lock();
             let buf = std::mem::take(&mut st.buf);
@@ -286,7 +398,7 @@ impl Log {
             self.file
                 .write_all_at(&buf, offset)
                 .map_err(|e| self.poison.latch(io_err("writing", &self.path, e)))?;
-            stats.writes += 1;
+            done.writes += 1;
             let mut st = self.state.lock();
             st.buf_offset = offset + buf.len() as u64;
             // Keep the allocation for the next batch.
@@ -302,14 +414,15 @@ impl Log {
                     .sync_data()
                     .map_err(|e| self.poison.latch(io_err("syncing", &self.path, e)))?;
             }
-            stats.syncs += 1;
+            done.syncs += 1;
             let before = self.durable.fetch_max(last, Ordering::AcqRel);
-            let group = last.saturating_sub(before);
-            if group > 0 {
-                let bucket = (63 - group.leading_zeros() as usize).min(15);
-                stats.group_sizes[bucket] += 1;
-                stats.frames += group;
-            }
+            done.group = last.saturating_sub(before);
+            // Recent group size, decaying by one per sync so a load drop stops the waiting.
+            let t = self.group_target.load(Ordering::Acquire);
+            self.group_target.store(
+                done.group.max(t.saturating_sub(1)).max(1),
+                Ordering::Release,
+            );
         }
         Ok(())
     }
