@@ -73,6 +73,9 @@ fn apply(shared: &Shared, r: Record, lsn: Lsn) -> Result<()> {
         }
         Record::Root { slot, page } => {
             shared.writer.lock().set_root(usize::from(slot), page);
+            if let Some(r) = shared.roots.lock().get_mut(usize::from(slot)) {
+                *r = page;
+            }
             Ok(())
         }
         Record::Image { page, bytes } => {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use crate::cache::{CacheConfig, CacheStats, PageCache, PageIo, PinnedPage, WalGate};
 use crate::config::StoreConfig;
@@ -72,6 +72,45 @@ impl PageIo for PageGate {
     }
 }
 
+/// Read access to pages, for code (trees, records) that runs both inside a write
+/// transaction (seeing its own changes) and in a read view (seeing committed pages).
+pub trait PageSource {
+    /// Calls `f` with the bytes of page `id`.
+    fn with_page<R>(&mut self, id: PageId, f: impl FnOnce(&[u8]) -> R) -> Result<R>;
+}
+
+impl PageSource for ReadView<'_> {
+    fn with_page<R>(&mut self, id: PageId, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let pinned = self.shared.cache.pin(id)?;
+        let g = pinned.read();
+        Ok(f(&g))
+    }
+}
+
+/// A consistent read view (see [`Kernel::read_view`]).
+pub struct ReadView<'a> {
+    shared: &'a Shared,
+    _guard: RwLockReadGuard<'a, ()>,
+}
+
+impl std::fmt::Debug for ReadView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadView")
+    }
+}
+
+impl ReadView<'_> {
+    /// Pins a committed page.
+    pub fn page(&self, id: PageId) -> Result<PinnedPage> {
+        self.shared.cache.pin(id)
+    }
+
+    /// The committed root page of `slot` (0 = empty).
+    pub fn root(&self, slot: usize) -> PageId {
+        self.shared.writer_roots(slot)
+    }
+}
+
 /// Test options of [`Kernel::open_with`]; the default is what production uses.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -112,6 +151,10 @@ pub struct KernelStats {
     pub last_checkpoint: Duration,
     /// Frames replayed by the recovery at open.
     pub recovered_frames: u64,
+    /// The LSN of the last commit.
+    pub last_lsn: Lsn,
+    /// The LSN up to which the log is durable.
+    pub durable_lsn: Lsn,
     /// The log's counters.
     pub log: LogStats,
     /// The cache's counters.
@@ -147,6 +190,12 @@ pub(crate) struct Shared {
     pub(crate) cache: PageCache,
     pub(crate) log: Arc<Log>,
     pub(crate) writer: Mutex<WriterState>,
+    /// Held shared by readers that need a consistent multi-page view, exclusively by a
+    /// commit while it applies its pages.
+    pub(crate) apply: RwLock<()>,
+    /// The committed roots, readable without the writer lock (a writer holds that lock for
+    /// its whole transaction).
+    pub(crate) roots: Mutex<[PageId; ROOT_SLOTS]>,
     checkpoint_lock: Mutex<()>,
     poison: Arc<Poison>,
     bg: Mutex<BgState>,
@@ -269,6 +318,8 @@ impl Kernel {
                 roots: sb.roots,
                 redo_point: sb.checkpoint_lsn,
             }),
+            apply: RwLock::new(()),
+            roots: Mutex::new(sb.roots),
             checkpoint_lock: Mutex::new(()),
             poison,
             bg: Mutex::new(BgState::default()),
@@ -302,6 +353,17 @@ impl Kernel {
     pub fn read(&self, id: PageId) -> Result<PinnedPage> {
         self.shared.poison.check()?;
         self.shared.cache.pin(id)
+    }
+
+    /// A consistent view for reading several pages: no commit applies while it is held,
+    /// so every page pinned through it reflects the same set of commits. Hold it briefly:
+    /// commits wait for it.
+    pub fn read_view(&self) -> Result<ReadView<'_>> {
+        self.shared.poison.check()?;
+        Ok(ReadView {
+            shared: &self.shared,
+            _guard: self.shared.apply.read(),
+        })
     }
 
     /// The committed root page of `slot` (0 = empty).
@@ -349,6 +411,8 @@ impl Kernel {
             longest_checkpoint_stall: c.longest_stall,
             last_checkpoint: c.last_checkpoint,
             recovered_frames: c.recovered_frames,
+            last_lsn: self.shared.log.last_lsn(),
+            durable_lsn: self.shared.log.durable_lsn(),
             log: self.shared.log.stats(),
             cache: self.shared.cache.stats(),
             pages_total: self.shared.pagedb.page_count(),
@@ -404,6 +468,12 @@ impl Drop for Kernel {
 }
 
 impl Shared {
+    /// The committed root of `slot`. Roots change under the apply lock, so a reader holding
+    /// a read view sees roots and pages of the same commits.
+    fn writer_roots(&self, slot: usize) -> PageId {
+        self.roots.lock().get(slot).copied().unwrap_or(0)
+    }
+
     /// Asks the checkpointer thread to run (the log passed `checkpoint_size`).
     fn request_checkpoint(&self) {
         self.bg.lock().checkpoint_wanted = true;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use parking_lot::MutexGuard;
 
-use super::{Shared, WriterState};
+use super::{PageSource, Shared, WriterState};
 use crate::error::{Error, Result};
 use crate::log::frame::FrameKind;
 use crate::log::Durability;
@@ -227,6 +227,7 @@ impl<'a> WriteTxn<'a> {
 
     fn apply(&mut self, w: &mut WriterState, lsn: Lsn) -> Result<()> {
         let s = self.shared;
+        let _exclusive = s.apply.write();
         for (&id, sh) in &self.pages {
             if !sh.dirty {
                 continue;
@@ -244,9 +245,11 @@ impl<'a> WriteTxn<'a> {
             s.cache.discard(id);
             s.pagedb.free_now(id)?;
         }
+        let mut committed = s.roots.lock();
         for (slot, r) in self.roots.iter().enumerate() {
             if let Some(page) = r {
                 w.roots[slot] = *page;
+                committed[slot] = *page;
             }
         }
         Ok(())
@@ -261,5 +264,21 @@ impl Drop for WriteTxn<'_> {
             // A failure here leaks a page until the next check; it cannot corrupt.
             let _ = self.shared.pagedb.free_now(id);
         }
+    }
+}
+
+impl PageSource for WriteTxn<'_> {
+    /// The transaction's own copy if it has one, else the committed page (which cannot
+    /// change while this transaction holds the writer lock), without copying it.
+    fn with_page<R>(&mut self, id: PageId, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        if self.freed.contains(&id) {
+            return Err(Error::invalid_argument(format!("page {id} was freed")));
+        }
+        if let Some(s) = self.pages.get(&id) {
+            return Ok(f(&s.new));
+        }
+        let pinned = self.shared.cache.pin(id)?;
+        let g = pinned.read();
+        Ok(f(&g))
     }
 }

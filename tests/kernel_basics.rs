@@ -1,0 +1,204 @@
+//! The kernel's behaviour outside crashes: rollback, read views under concurrent commits,
+//! the async flusher, the checkpoint trigger, the directory lock and poisoning.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stowage::file::{FileSystem, RealFs, SimFs};
+use stowage::kernel::Kernel;
+use stowage::page::PageType;
+use stowage::{Durability, Error, StoreConfig};
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        page_size: 4096,
+        initial_db_size_pages: 32,
+        checkpoint_size: 1 << 20,
+        async_flush_interval: Duration::from_millis(20),
+        ..StoreConfig::default()
+    }
+}
+
+fn sim_kernel(sim: &SimFs) -> Kernel {
+    Kernel::open(Arc::new(sim.clone()), Path::new("/k"), &config()).unwrap()
+}
+
+#[test]
+fn a_dropped_transaction_leaves_nothing_and_returns_its_pages() {
+    let sim = SimFs::new();
+    let k = sim_kernel(&sim);
+    let free_before = k.free_page_ids();
+    {
+        let mut tx = k.begin().unwrap();
+        let p = tx.allocate(PageType::Raw).unwrap();
+        tx.page_mut(p).unwrap()[100] = 1;
+        tx.set_root(0, p).unwrap();
+    }
+    assert_eq!(k.root(0), 0);
+    assert_eq!(k.free_page_ids(), free_before);
+    assert_eq!(k.stats().commits, 0);
+}
+
+#[test]
+fn read_views_never_see_half_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Arc::new(Kernel::open(Arc::new(RealFs::new()), dir.path(), &config()).unwrap());
+    let (a, b) = {
+        let mut tx = k.begin().unwrap();
+        let a = tx.allocate(PageType::Raw).unwrap();
+        let b = tx.allocate(PageType::Raw).unwrap();
+        tx.commit(Durability::Sync).unwrap();
+        (a, b)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (k, stop) = (k.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut checks = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let view = k.read_view().unwrap();
+                    let x = view.page(a).unwrap().read()[64];
+                    let y = view.page(b).unwrap().read()[64];
+                    assert_eq!(
+                        x, y,
+                        "a read view saw one page of a commit but not the other"
+                    );
+                    checks += 1;
+                }
+                checks
+            })
+        })
+        .collect();
+    for i in 1..=300u32 {
+        let mut tx = k.begin().unwrap();
+        tx.page_mut(a).unwrap()[64] = i as u8;
+        tx.page_mut(b).unwrap()[64] = i as u8;
+        tx.commit(Durability::Async).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}
+
+#[test]
+fn async_commits_become_durable_within_the_flush_interval() {
+    let sim = SimFs::new();
+    let k = sim_kernel(&sim);
+    let mut tx = k.begin().unwrap();
+    let p = tx.allocate(PageType::Raw).unwrap();
+    tx.set_root(0, p).unwrap();
+    let lsn = tx.commit(Durability::Async).unwrap();
+    let start = Instant::now();
+    while k.stats().durable_lsn < lsn {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the flusher never synced"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn flush_commits_are_written_but_not_synced() {
+    let sim = SimFs::new();
+    let k = sim_kernel(&sim);
+    let durable_before = k.stats().durable_lsn;
+    let mut tx = k.begin().unwrap();
+    let p = tx.allocate(PageType::Raw).unwrap();
+    tx.set_root(0, p).unwrap();
+    let lsn = tx.commit(Durability::Flush).unwrap();
+    assert!(lsn > durable_before);
+    // A process kill keeps what was handed to the OS.
+    sim.crash_now();
+    drop(k);
+    sim.restart(stowage::file::CrashOutcome::ProcessKill, 0);
+    let k = sim_kernel(&sim);
+    assert_eq!(k.root(0), p);
+}
+
+#[test]
+fn the_log_passing_checkpoint_size_triggers_a_checkpoint() {
+    let sim = SimFs::new();
+    let k = sim_kernel(&sim);
+    let before = k.stats().checkpoints;
+    let p = {
+        let mut tx = k.begin().unwrap();
+        let p = tx.allocate(PageType::Raw).unwrap();
+        tx.commit(Durability::Sync).unwrap();
+        p
+    };
+    // Every byte of the page changes each time, so each frame carries a full delta.
+    let mut i = 0u32;
+    let start = Instant::now();
+    while k.stats().checkpoints == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no checkpoint was triggered"
+        );
+        let mut tx = k.begin().unwrap();
+        let page = tx.page_mut(p).unwrap();
+        for (j, b) in page[16..].iter_mut().enumerate() {
+            *b = (i as usize ^ j) as u8;
+        }
+        tx.commit(Durability::Async).unwrap();
+        i += 1;
+    }
+    assert!(k.stats().log.bytes_since_recycle < 1 << 20);
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kernel::open(Arc::new(RealFs::new()), dir.path(), &config()).unwrap();
+    let e = Kernel::open(Arc::new(RealFs::new()), dir.path(), &config()).unwrap_err();
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+    k.close().unwrap();
+    Kernel::open(Arc::new(RealFs::new()), dir.path(), &config()).unwrap();
+}
+
+#[test]
+fn a_failed_log_sync_poisons_until_reopen_and_recovery_keeps_acked_commits() {
+    let sim = SimFs::new();
+    let k = sim_kernel(&sim);
+    let p = {
+        let mut tx = k.begin().unwrap();
+        let p = tx.allocate(PageType::Raw).unwrap();
+        tx.page_mut(p).unwrap()[100] = 7;
+        tx.set_root(0, p).unwrap();
+        tx.commit(Durability::Sync).unwrap();
+        p
+    };
+    let mut tx = k.begin().unwrap();
+    tx.page_mut(p).unwrap()[100] = 8;
+    // The commit's log write is the next mutating call, its sync the one after.
+    sim.fail_call(sim.mutating_calls() + 1);
+    let e = tx.commit(Durability::Sync).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    assert!(matches!(k.begin().map(|_| ()), Err(Error::Poisoned { .. })));
+    assert!(matches!(k.checkpoint(), Err(Error::Poisoned { .. })));
+    sim.crash_now();
+    drop(k);
+    sim.restart(stowage::file::CrashOutcome::PowerLossTorn, 3);
+    let k = sim_kernel(&sim);
+    let v = k.read(k.root(0)).unwrap().read()[100];
+    assert!(v == 7 || v == 8, "acknowledged value lost: {v}");
+}
+
+#[test]
+fn open_after_a_clean_close_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn FileSystem> = Arc::new(RealFs::new());
+    let k = Kernel::open(fs.clone(), dir.path(), &config()).unwrap();
+    let mut tx = k.begin().unwrap();
+    let p = tx.allocate(PageType::Raw).unwrap();
+    tx.set_root(1, p).unwrap();
+    tx.commit(Durability::Sync).unwrap();
+    k.close().unwrap();
+    let k = Kernel::open(fs, dir.path(), &config()).unwrap();
+    assert_eq!(k.stats().recovered_frames, 0);
+    assert_eq!(k.root(1), p);
+}
