@@ -100,6 +100,11 @@ impl std::fmt::Debug for ReadView<'_> {
 }
 
 impl ReadView<'_> {
+    /// The page size of the store.
+    pub fn page_size(&self) -> usize {
+        self.shared.pagedb.page_size()
+    }
+
     /// Pins a committed page.
     pub fn page(&self, id: PageId) -> Result<PinnedPage> {
         self.shared.cache.pin(id)

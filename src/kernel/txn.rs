@@ -74,6 +74,11 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
+    /// The page size of the store.
+    pub fn page_size(&self) -> usize {
+        self.shared.pagedb.page_size()
+    }
+
     /// Allocates a page, initialised with a header of `page_type` and zeros.
     pub fn allocate(&mut self, page_type: PageType) -> Result<PageId> {
         let id = self.shared.pagedb.allocate()?;
