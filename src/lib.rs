@@ -5,10 +5,12 @@
 //! LRU page cache, a `transaction.log` with checkpoints) and rebuilt without its weaknesses.
 //!
 //! The layers, bottom-up, each in its own module:
-//! - [`file`]: the file layer every byte of I/O goes through (real and simulated);
+//! - [`mod@file`]: the file layer every byte of I/O goes through (real and simulated);
 //! - [`page`]: the on-disk page format (page header, superblock codec);
-//! - [`pagedb`]: `page.db` itself: twin superblocks, growth, the persisted free list;
-//! - [`cache`]: the page cache with pin/unpin, latches, LRU and the WAL rule.
+//! - [`pagedb`]: `page.db` itself: twin superblocks, growth, the persisted free-space map;
+//! - [`cache`]: the page cache with pin/unpin, latches, LRU and the WAL rule;
+//! - [`log`]: `transaction.log`, group commit and recycling; [`redo`]: what a commit logs;
+//! - [`kernel`]: transactional pages: the commit path, checkpoints, recovery at open.
 //!
 //! The lower layers are public so that tools and tests can drive them; brokers use the
 //! store facade (see `API.md`).

@@ -149,7 +149,7 @@ impl Found {
 impl Log {
     /// Opens `dir/transaction.log`, creating it (zero-filled to `prealloc` bytes, header
     /// generation 1 at `base_lsn`) if missing. Nothing is written to an existing file
-    /// until [`Log::start`].
+    /// until recovery has replayed it ([`Log::replay`]) and a checkpoint recycled it.
     pub fn open(
         fs: &dyn FileSystem,
         dir: &Path,
