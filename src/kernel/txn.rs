@@ -200,7 +200,15 @@ impl<'a> WriteTxn<'a> {
     /// Commits: appends one frame with every change, applies the changes to the cache,
     /// releases the writer lock, then waits until the frame is as durable as asked.
     /// Returns the commit's LSN (that of the last commit if nothing changed).
-    pub fn commit(mut self, durability: Durability) -> Result<Lsn> {
+    pub fn commit(self, durability: Durability) -> Result<Lsn> {
+        self.commit_then(durability, || ())
+    }
+
+    /// [`WriteTxn::commit`], running `on_apply` right after the pages are applied, while
+    /// readers are still excluded: in-memory state that readers combine with pages (such
+    /// as the queue catalog) changes atomically with them. `on_apply` does not run if the
+    /// commit fails before its frame is appended.
+    pub fn commit_then(mut self, durability: Durability, on_apply: impl FnOnce()) -> Result<Lsn> {
         let s = self.shared;
         let Some(mut w) = self.writer.take() else {
             return Err(Error::Closed);
@@ -209,12 +217,13 @@ impl<'a> WriteTxn<'a> {
         let recs = self.records(w.redo_point);
         if recs.len() == 1 {
             // Only the page count: nothing changed.
+            on_apply();
             return Ok(s.log.last_lsn());
         }
         let appended = s.log.append(FrameKind::Commit, &redo::encode(&recs));
         self.retire();
         let lsn = appended?;
-        let applied = self.apply(&mut w, lsn);
+        let applied = self.apply(&mut w, lsn, on_apply);
         if let Err(e) = applied {
             // The frame is in the log but the cache does not reflect it: only recovery
             // can restore a consistent view.
@@ -230,7 +239,7 @@ impl<'a> WriteTxn<'a> {
         Ok(lsn)
     }
 
-    fn apply(&mut self, w: &mut WriterState, lsn: Lsn) -> Result<()> {
+    fn apply(&mut self, w: &mut WriterState, lsn: Lsn, on_apply: impl FnOnce()) -> Result<()> {
         let s = self.shared;
         let _exclusive = s.apply.write();
         for (&id, sh) in &self.pages {
@@ -250,13 +259,16 @@ impl<'a> WriteTxn<'a> {
             s.cache.discard(id);
             s.pagedb.free_now(id)?;
         }
-        let mut committed = s.roots.lock();
-        for (slot, r) in self.roots.iter().enumerate() {
-            if let Some(page) = r {
-                w.roots[slot] = *page;
-                committed[slot] = *page;
+        {
+            let mut committed = s.roots.lock();
+            for (slot, r) in self.roots.iter().enumerate() {
+                if let Some(page) = r {
+                    w.roots[slot] = *page;
+                    committed[slot] = *page;
+                }
             }
         }
+        on_apply();
         Ok(())
     }
 }

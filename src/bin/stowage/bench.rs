@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Print machine-readable JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Skip the broker workloads W1-W5.
+    #[arg(long)]
+    no_workloads: bool,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -258,6 +261,13 @@ pub fn run(args: &BenchArgs) -> Res<()> {
     let one = commits(&args.dir, 1, n, None)?;
     let eight = commits(&args.dir, 8, n, None)?;
     let ckpt = commits(&args.dir, 8, n, Some(200))?;
+    let scale = if args.quick { 10 } else { 1 };
+    let exe = std::env::current_exe()?;
+    let work = if args.no_workloads {
+        Vec::new()
+    } else {
+        crate::workloads::all(&args.dir, scale, &exe)?
+    };
     if args.json {
         let row = |r: &CommitResult| {
             format!(
@@ -265,6 +275,17 @@ pub fn run(args: &BenchArgs) -> Res<()> {
                 r.threads, r.commits, r.per_sec, r.p50_us, r.p99_us, r.max_us, r.syncs, r.checkpoints, r.longest_stall_ms, r.group_sizes
             )
         };
+        let w: Vec<String> = work
+            .iter()
+            .map(|f| {
+                let extra: Vec<String> = f.extra.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+                format!(
+                    "{{\"name\":{:?},\"ops\":{},\"per_sec\":{:.0},\"mib_per_sec\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\"extra\":{{{}}}}}",
+                    f.name, f.ops, f.per_sec, f.mib_per_sec, f.p50_us, f.p99_us, extra.join(",")
+                )
+            })
+            .collect();
+        println!("{{\"workloads\":[{}]}}", w.join(","));
         println!(
             "{{\"device\":{{\"append_fdatasync_4k_per_sec\":{append:.0},\"overwrite_fdatasync_4k_per_sec\":{overwrite:.0},\"overwrite_fdatasync_4k_8_threads_per_sec\":{overwrite8:.0}}},\"sync_commits_1\":{},\"sync_commits_8\":{},\"sync_commits_8_with_checkpoints\":{}}}",
             row(&one), row(&eight), row(&ckpt)
@@ -300,5 +321,22 @@ pub fn run(args: &BenchArgs) -> Res<()> {
         one.per_sec / overwrite,
         eight.per_sec / one.per_sec
     );
+    if !work.is_empty() {
+        println!();
+        println!("workloads (1 KiB payloads, page size 4096):");
+        for f in &work {
+            println!(
+                "  {:<48} {:>10.0} /s {:>8.1} MiB/s  p50 {:>8.1} us  p99 {:>8.1} us",
+                f.name, f.per_sec, f.mib_per_sec, f.p50_us, f.p99_us
+            );
+            for (k, v) in &f.extra {
+                println!("      {k}: {v}");
+            }
+        }
+        println!(
+            "  W1 / device overwrite = {:.2}",
+            work[0].per_sec / overwrite
+        );
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! scan, shrink, backup, restore, stats, dump) join it as the engine grows them.
 
 mod bench;
+mod workloads;
 
 use clap::{Parser, Subcommand};
 
@@ -21,14 +22,21 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Measure the device's fsync rates and the engine's durable commit path.
+    /// Measure the device's fsync rates, the durable commit path and workloads W1-W5.
     Bench(bench::BenchArgs),
+    /// The W5 reader (run by `bench` in its own process).
+    #[command(hide = true)]
+    BenchRead {
+        /// The store directory W5 loaded.
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::BenchRead { dir } => workloads::read_backlog(&dir),
     };
     if let Err(e) = result {
         eprintln!("stowage: {e}");

@@ -1,0 +1,446 @@
+//! The store facade: the broker-facing API of API.md (opening and closing, queues,
+//! transactions, reads) on top of the kernel, the catalog, the queue indexes and the
+//! payload records.
+//!
+//! Owns: the in-memory catalog (O(queues)), the per-queue key counters, the row-lock table
+//! of open transactions, and the closed state shared by every clone of a `Store`.
+//!
+//! Invariants:
+//! - Lock order: kernel writer lock, then the catalog mutex, then the lock table; a reader
+//!   takes a read view first, then the catalog mutex. The catalog's in-memory copy changes
+//!   only inside a commit's apply (under the kernel's apply lock), so a reader that holds a
+//!   read view sees catalog entries and pages of the same commits.
+//! - Keys come from a per-queue counter that only grows; the persisted `next_key` is the
+//!   counter at each commit (and at close), so no committed key, and no key handed out
+//!   before a clean close, is ever handed out again.
+//! - A message key removed or updated by an open transaction is in the lock table until
+//!   that transaction ends: first remover wins.
+
+mod check;
+mod index;
+mod txn;
+mod types;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+
+use crate::btree;
+use crate::catalog::{self, QueueMeta, Slot, CATALOG_ROOT};
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::file::{FileSystem, RealFs, SimFs};
+use crate::kernel::{Kernel, OpenOptions, ReadView};
+use crate::log::Durability;
+use crate::records;
+use index::{IndexValue, VALUE_LEN};
+
+pub use txn::Transaction;
+pub use types::{Entry, Message, NewMessage, QueueInfo};
+
+/// One queue as the store keeps it in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueEntry {
+    pub(crate) meta: QueueMeta,
+    pub(crate) slot: Slot,
+    /// The next key to hand out; shared so inserts need no lock beyond a lookup.
+    pub(crate) next_key: Arc<AtomicU64>,
+}
+
+/// The in-memory catalog.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    pub(crate) queues: HashMap<String, QueueEntry>,
+    pub(crate) free_slots: Vec<Slot>,
+    pub(crate) pages: Vec<crate::page::PageId>,
+    pub(crate) next_id: u64,
+}
+
+/// An open engine; `None` in [`Inner`] once closed.
+pub(crate) struct Engine {
+    pub(crate) kernel: Kernel,
+    pub(crate) catalog: Mutex<Catalog>,
+    /// (queue id, key) -> id of the transaction that removes or updates it.
+    pub(crate) locks: Mutex<HashMap<(u64, u64), u64>>,
+    pub(crate) next_txn: AtomicU64,
+}
+
+pub(crate) struct Inner {
+    engine: RwLock<Option<Engine>>,
+    config: StoreConfig,
+}
+
+/// A handle to an open store. `Clone + Send + Sync`: clones share one engine.
+///
+/// ```
+/// use stowage::{Store, StoreConfig, NewMessage, Durability};
+/// let store = Store::open_in_memory(StoreConfig::default())?;
+/// store.create_queue("orders")?;
+/// let mut tx = store.begin();
+/// let key = tx.insert("orders", NewMessage::new(b"hello".to_vec()))?;
+/// tx.commit_with(Durability::Sync)?;
+/// assert_eq!(store.get("orders", key)?.unwrap().payload, b"hello");
+/// # Ok::<(), stowage::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// The read guard through which every call reaches the engine.
+pub(crate) struct EngineRef<'a>(RwLockReadGuard<'a, Option<Engine>>);
+
+impl std::ops::Deref for EngineRef<'_> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        // Checked in `Store::engine`; the guard keeps it `Some` for its lifetime.
+        self.0.as_ref().unwrap_or_else(|| unreachable!("engine checked open"))
+    }
+}
+
+impl Store {
+    /// Opens the store in `path`, creating it (and its parents) if missing.
+    pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
+        Self::open_with(Arc::new(RealFs::new()), path.as_ref(), config, OpenOptions::default())
+    }
+
+    /// A store that keeps everything in memory (the same engine on the simulated file layer).
+    pub fn open_in_memory(config: StoreConfig) -> Result<Store> {
+        Self::open_with(
+            Arc::new(SimFs::new()),
+            Path::new("/memory"),
+            config,
+            OpenOptions::default(),
+        )
+    }
+
+    /// Opens on any file layer with test options (crash sweeps use the simulator).
+    #[doc(hidden)]
+    pub fn open_with(
+        fs: Arc<dyn FileSystem>,
+        path: &Path,
+        config: StoreConfig,
+        options: OpenOptions,
+    ) -> Result<Store> {
+        config.validate()?;
+        let kernel = Kernel::open_with(fs, path, &config, options)?;
+        let catalog = load_catalog(&kernel)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine: RwLock::new(Some(Engine {
+                    kernel,
+                    catalog: Mutex::new(catalog),
+                    locks: Mutex::new(HashMap::new()),
+                    next_txn: AtomicU64::new(1),
+                })),
+                config,
+            }),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> Result<EngineRef<'_>> {
+        let g = self.inner.engine.read();
+        if g.is_none() {
+            return Err(Error::Closed);
+        }
+        Ok(EngineRef(g))
+    }
+
+    pub(crate) fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Checkpoints, syncs and releases the directory lock. Every clone fails with
+    /// `Error::Closed` afterwards.
+    pub fn close(&self) -> Result<()> {
+        let mut g = self.inner.engine.write();
+        let Some(engine) = g.take() else {
+            return Err(Error::Closed);
+        };
+        persist_key_counters(&engine)?;
+        engine.kernel.close()
+    }
+
+    /// Creates an empty queue; durable when it returns.
+    pub fn create_queue(&self, name: &str) -> Result<()> {
+        catalog::check_name(name)?;
+        let e = self.engine()?;
+        let mut tx = e.kernel.begin()?;
+        let mut cat = e.catalog.lock();
+        if cat.queues.contains_key(name) {
+            return Err(Error::QueueExists {
+                queue: name.to_string(),
+            });
+        }
+        let mut free = cat.free_slots.clone();
+        let mut pages = cat.pages.clone();
+        if free.is_empty() {
+            let (page, slots) = catalog::grow(&mut tx, pages.last().copied().unwrap_or(0))?;
+            pages.push(page);
+            free = slots;
+        }
+        let slot = free.remove(0);
+        let id = cat.next_id;
+        let meta = QueueMeta {
+            name: name.to_string(),
+            id,
+            index_root: btree::create(&mut tx, VALUE_LEN)?,
+            next_key: 1,
+            messages: 0,
+            bytes: 0,
+            created_at: types::now_ms(),
+            open_page: 0,
+        };
+        catalog::write(&mut tx, slot, &meta)?;
+        catalog::set_next_id(&mut tx, pages[0], id + 1)?;
+        drop(cat);
+        let name = name.to_string();
+        tx.commit_then(Durability::Sync, || {
+            let mut cat = e.catalog.lock();
+            cat.free_slots = free;
+            cat.pages = pages;
+            cat.next_id = id + 1;
+            cat.queues.insert(
+                name,
+                QueueEntry {
+                    meta,
+                    slot,
+                    next_key: Arc::new(AtomicU64::new(1)),
+                },
+            );
+        })?;
+        Ok(())
+    }
+
+    /// Deletes a queue and all its messages in one atomic, durable transaction; returns how
+    /// many messages it held.
+    pub fn delete_queue(&self, name: &str) -> Result<u64> {
+        let e = self.engine()?;
+        let mut tx = e.kernel.begin()?;
+        let q = e
+            .catalog
+            .lock()
+            .queues
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::QueueNotFound {
+                queue: name.to_string(),
+            })?;
+        // Data pages belong to one queue only, so every page a payload uses can simply be
+        // freed (once), without updating slot directories.
+        let mut payload_pages = std::collections::BTreeSet::new();
+        let mut locs = Vec::new();
+        btree::destroy(&mut tx, q.meta.index_root, VALUE_LEN, |key, v| {
+            locs.push((key, v.to_vec()));
+        })?;
+        for (key, v) in &locs {
+            let iv = IndexValue::decode(name, *key, v)?;
+            payload_pages.extend(records::pages_of(&mut tx, iv.loc)?);
+        }
+        if q.meta.open_page != 0 {
+            payload_pages.insert(q.meta.open_page);
+        }
+        for page in payload_pages {
+            tx.free(page)?;
+        }
+        catalog::clear(&mut tx, q.slot)?;
+        let removed = q.meta.messages;
+        tx.commit_then(Durability::Sync, || {
+            let mut cat = e.catalog.lock();
+            cat.queues.remove(name);
+            cat.free_slots.push(q.slot);
+            cat.free_slots.sort_by_key(|s| (s.page, s.index));
+        })?;
+        e.locks.lock().retain(|(qid, _), _| *qid != q.meta.id);
+        Ok(removed)
+    }
+
+    /// Every queue, sorted by name.
+    pub fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let e = self.engine()?;
+        let cat = e.catalog.lock();
+        let mut v: Vec<QueueInfo> = cat
+            .queues
+            .values()
+            .map(|q| QueueInfo {
+                name: q.meta.name.clone(),
+                messages: q.meta.messages,
+                bytes: q.meta.bytes,
+                created_at: q.meta.created_at,
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// Starts a transaction. Nothing it does is visible until it commits; dropping it
+    /// rolls it back.
+    pub fn begin(&self) -> Transaction {
+        Transaction::new(self.clone())
+    }
+
+    /// The message with this key, or `None`.
+    pub fn get(&self, queue: &str, key: u64) -> Result<Option<Message>> {
+        let e = self.engine()?;
+        let mut view = e.kernel.read_view()?;
+        let root = index_root(&e, queue)?;
+        let Some(v) = btree::get(&mut view, root, VALUE_LEN, key)? else {
+            return Ok(None);
+        };
+        let iv = IndexValue::decode(queue, key, &v)?;
+        Ok(Some(load_message(&mut view, key, iv)?))
+    }
+
+    /// Up to `limit` messages with keys `>= from`, in key order.
+    pub fn messages(&self, queue: &str, from: u64, limit: usize) -> Result<Vec<Message>> {
+        let e = self.engine()?;
+        let mut view = e.kernel.read_view()?;
+        let root = index_root(&e, queue)?;
+        let mut found = Vec::new();
+        if limit == 0 {
+            return Ok(found);
+        }
+        btree::range(&mut view, root, VALUE_LEN, from, limit, |k, v| {
+            found.push((k, v.to_vec()))
+        })?;
+        found
+            .into_iter()
+            .map(|(k, v)| {
+                let iv = IndexValue::decode(queue, k, &v)?;
+                load_message(&mut view, k, iv)
+            })
+            .collect()
+    }
+
+    /// Up to `limit` index entries with keys `>= from`, in key order; never reads a
+    /// payload page.
+    pub fn entries(&self, queue: &str, from: u64, limit: usize) -> Result<Vec<Entry>> {
+        let e = self.engine()?;
+        let mut view = e.kernel.read_view()?;
+        let root = index_root(&e, queue)?;
+        let mut raw = Vec::new();
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        btree::range(&mut view, root, VALUE_LEN, from, limit, |k, v| {
+            raw.push((k, v.to_vec()))
+        })?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                let iv = IndexValue::decode(queue, k, &v)?;
+                Ok(Entry {
+                    key: k,
+                    priority: iv.priority,
+                    delivery_count: iv.delivery_count,
+                    expiration: iv.expiration,
+                    size: u64::from(iv.size),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs a checkpoint now.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.engine()?.kernel.checkpoint()
+    }
+
+    /// Engine counters (kernel, log, cache).
+    #[doc(hidden)]
+    pub fn kernel_stats(&self) -> Result<crate::kernel::KernelStats> {
+        Ok(self.engine()?.kernel.stats())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.get_mut().take() {
+            // Best effort, as the kernel's own drop: a failure leaves work to recovery.
+            let _ = persist_key_counters(&engine);
+            let _ = engine.kernel.close();
+        }
+    }
+}
+
+fn index_root(e: &Engine, queue: &str) -> Result<crate::page::PageId> {
+    e.catalog
+        .lock()
+        .queues
+        .get(queue)
+        .map(|q| q.meta.index_root)
+        .ok_or_else(|| Error::QueueNotFound {
+            queue: queue.to_string(),
+        })
+}
+
+fn load_message(view: &mut ReadView<'_>, key: u64, iv: IndexValue) -> Result<Message> {
+    Ok(Message {
+        key,
+        priority: iv.priority,
+        delivery_count: iv.delivery_count,
+        expiration: iv.expiration,
+        payload: records::load(view, iv.loc, iv.size)?,
+    })
+}
+
+fn load_catalog(kernel: &Kernel) -> Result<Catalog> {
+    let mut view = kernel.read_view()?;
+    let root = view.root(CATALOG_ROOT);
+    let loaded = catalog::load(&mut view, root, kernel.page_count())?;
+    let mut queues = HashMap::new();
+    for (meta, slot) in loaded.queues {
+        queues.insert(
+            meta.name.clone(),
+            QueueEntry {
+                next_key: Arc::new(AtomicU64::new(meta.next_key)),
+                meta,
+                slot,
+            },
+        );
+    }
+    Ok(Catalog {
+        queues,
+        free_slots: loaded.free_slots,
+        pages: loaded.pages,
+        next_id: loaded.next_id,
+    })
+}
+
+/// Persists key counters that ran ahead of the catalog (keys handed to transactions that
+/// rolled back), so that a clean close never lets a key come back.
+fn persist_key_counters(e: &Engine) -> Result<()> {
+    let mut tx = e.kernel.begin()?;
+    let mut changed = Vec::new();
+    {
+        let cat = e.catalog.lock();
+        for (name, q) in &cat.queues {
+            let counter = q.next_key.load(Ordering::Acquire);
+            if counter > q.meta.next_key {
+                let mut meta = q.meta.clone();
+                meta.next_key = counter;
+                catalog::write(&mut tx, q.slot, &meta)?;
+                changed.push((name.clone(), meta));
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    tx.commit_then(Durability::Sync, || {
+        let mut cat = e.catalog.lock();
+        for (name, meta) in changed {
+            if let Some(q) = cat.queues.get_mut(&name) {
+                q.meta = meta;
+            }
+        }
+    })?;
+    Ok(())
+}

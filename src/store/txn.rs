@@ -1,0 +1,344 @@
+//! Broker transactions: buffered operations, row locks, and the commit that applies them to
+//! the queue indexes and payload records in one kernel transaction.
+//!
+//! Invariants: a transaction's operations touch no page before `commit`; each call either
+//! takes effect (in the buffer) or returns an error and changes nothing, so the
+//! transaction stays usable. Keys removed or updated are locked in the store's lock table
+//! from the call until the transaction ends (commit, rollback or drop).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::index::{IndexValue, VALUE_LEN};
+use super::{Engine, Store};
+use crate::btree;
+use crate::catalog::{self, QueueMeta};
+use crate::error::{Error, Result};
+use crate::kernel::WriteTxn;
+use crate::log::Durability;
+use crate::records;
+use crate::store::types::NewMessage;
+
+#[derive(Debug)]
+enum Op {
+    Insert {
+        queue: String,
+        queue_id: u64,
+        key: u64,
+        msg: NewMessage,
+    },
+    Remove {
+        queue: String,
+        queue_id: u64,
+        key: u64,
+    },
+    SetDeliveryCount {
+        queue: String,
+        queue_id: u64,
+        key: u64,
+        count: u32,
+    },
+}
+
+/// A transaction on a [`Store`]. Dropping it without committing rolls it back.
+#[derive(Debug)]
+pub struct Transaction {
+    store: Store,
+    id: u64,
+    ops: Vec<Op>,
+    /// (queue id, key) pairs this transaction holds in the lock table.
+    locked: Vec<(u64, u64)>,
+    done: bool,
+}
+
+impl Transaction {
+    pub(crate) fn new(store: Store) -> Self {
+        let id = store
+            .engine()
+            .map(|e| e.next_txn.fetch_add(1, Ordering::Relaxed))
+            .unwrap_or(0);
+        Transaction {
+            store,
+            id,
+            ops: Vec::new(),
+            locked: Vec::new(),
+            done: false,
+        }
+    }
+
+    fn queue(e: &Engine, name: &str) -> Result<(u64, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+        let cat = e.catalog.lock();
+        let q = cat.queues.get(name).ok_or_else(|| Error::QueueNotFound {
+            queue: name.to_string(),
+        })?;
+        Ok((q.meta.id, q.next_key.clone()))
+    }
+
+    /// Adds a message; returns its key (strictly increasing per queue, never reused).
+    pub fn insert(&mut self, queue: &str, msg: impl Into<NewMessage>) -> Result<u64> {
+        let msg = msg.into();
+        let e = self.store.engine()?;
+        let max = self.store.config().max_message_size;
+        let size = msg.payload.len() as u64;
+        if size > max {
+            return Err(Error::TooLarge { size, max });
+        }
+        if msg.priority > 9 {
+            return Err(Error::invalid_argument(format!(
+                "priority must be 0..=9, got {}",
+                msg.priority
+            )));
+        }
+        let (queue_id, counter) = Self::queue(&e, queue)?;
+        let key = counter.fetch_add(1, Ordering::AcqRel);
+        self.ops.push(Op::Insert {
+            queue: queue.to_string(),
+            queue_id,
+            key,
+            msg,
+        });
+        Ok(key)
+    }
+
+    /// Locks `key` for this transaction after checking it exists (committed, or inserted by
+    /// this transaction). Returns true if it was inserted by this transaction.
+    fn claim(&mut self, e: &Engine, queue: &str, queue_id: u64, key: u64) -> Result<bool> {
+        let own_insert = self.ops.iter().any(|op| {
+            matches!(op, Op::Insert { queue_id: q, key: k, .. } if *q == queue_id && *k == key)
+        });
+        if own_insert {
+            return Ok(true);
+        }
+        if self.locked.contains(&(queue_id, key)) {
+            return Ok(false);
+        }
+        let exists = {
+            let mut view = e.kernel.read_view()?;
+            let root = super::index_root(e, queue)?;
+            btree::get(&mut view, root, VALUE_LEN, key)?.is_some()
+        };
+        if !exists {
+            return Err(Error::MessageNotFound {
+                queue: queue.to_string(),
+                key,
+            });
+        }
+        let mut locks = e.locks.lock();
+        match locks.get(&(queue_id, key)) {
+            Some(&owner) if owner != self.id => Err(Error::MessageLocked {
+                queue: queue.to_string(),
+                key,
+            }),
+            _ => {
+                locks.insert((queue_id, key), self.id);
+                self.locked.push((queue_id, key));
+                Ok(false)
+            }
+        }
+    }
+
+    /// Removes a message at commit. `MessageNotFound` if absent, `MessageLocked` if another
+    /// open transaction removes or updates it.
+    pub fn remove(&mut self, queue: &str, key: u64) -> Result<()> {
+        let e = self.store.engine()?;
+        let (queue_id, _) = Self::queue(&e, queue)?;
+        if self.ops.iter().any(|op| matches!(op, Op::Remove { queue_id: q, key: k, .. } if *q == queue_id && *k == key)) {
+            return Err(Error::MessageNotFound {
+                queue: queue.to_string(),
+                key,
+            });
+        }
+        if self.claim(&e, queue, queue_id, key)? {
+            // Removing this transaction's own insert: both vanish.
+            self.ops.retain(|op| {
+                !matches!(op, Op::Insert { queue_id: q, key: k, .. } | Op::SetDeliveryCount { queue_id: q, key: k, .. } if *q == queue_id && *k == key)
+            });
+            return Ok(());
+        }
+        self.ops.push(Op::Remove {
+            queue: queue.to_string(),
+            queue_id,
+            key,
+        });
+        Ok(())
+    }
+
+    /// Sets a message's delivery count at commit (same errors as [`Transaction::remove`]).
+    pub fn set_delivery_count(&mut self, queue: &str, key: u64, count: u32) -> Result<()> {
+        let e = self.store.engine()?;
+        let (queue_id, _) = Self::queue(&e, queue)?;
+        if self.ops.iter().any(|op| matches!(op, Op::Remove { queue_id: q, key: k, .. } if *q == queue_id && *k == key)) {
+            return Err(Error::MessageNotFound {
+                queue: queue.to_string(),
+                key,
+            });
+        }
+        self.claim(&e, queue, queue_id, key)?;
+        self.ops.push(Op::SetDeliveryCount {
+            queue: queue.to_string(),
+            queue_id,
+            key,
+            count,
+        });
+        Ok(())
+    }
+
+    /// Commits with the configured durability (`Sync` when `force_sync`, else `Flush`).
+    pub fn commit(self) -> Result<()> {
+        let d = if self.store.config().force_sync {
+            Durability::Sync
+        } else {
+            Durability::Flush
+        };
+        self.commit_with(d)
+    }
+
+    /// Commits: every operation becomes visible atomically, as durable as `durability`
+    /// says when this returns.
+    pub fn commit_with(mut self, durability: Durability) -> Result<()> {
+        self.done = true;
+        let store = self.store.clone();
+        let e = store.engine()?;
+        let r = self.apply(&e, durability);
+        self.release(&e);
+        r
+    }
+
+    fn apply(&mut self, e: &Engine, durability: Durability) -> Result<()> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let mut tx = e.kernel.begin()?;
+        // Working copies of the metadata of every queue touched, by name.
+        let mut metas: HashMap<String, (QueueMeta, catalog::Slot)> = HashMap::new();
+        {
+            let cat = e.catalog.lock();
+            for op in &self.ops {
+                let (name, id) = op_queue(op);
+                if metas.contains_key(name) {
+                    continue;
+                }
+                match cat.queues.get(name) {
+                    Some(q) if q.meta.id == id => {
+                        let mut meta = q.meta.clone();
+                        meta.next_key = meta.next_key.max(q.next_key.load(Ordering::Acquire));
+                        metas.insert(name.to_string(), (meta, q.slot));
+                    }
+                    _ => {
+                        return Err(Error::QueueNotFound {
+                            queue: name.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        for op in &self.ops {
+            let (name, _) = op_queue(op);
+            let Some((meta, _)) = metas.get_mut(name) else {
+                continue;
+            };
+            apply_op(&mut tx, meta, op)?;
+        }
+        for (meta, slot) in metas.values() {
+            catalog::write(&mut tx, *slot, meta)?;
+        }
+        tx.commit_then(durability, || {
+            let mut cat = e.catalog.lock();
+            for (name, (meta, _)) in metas {
+                if let Some(q) = cat.queues.get_mut(&name) {
+                    q.meta = meta;
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Discards every operation.
+    pub fn rollback(mut self) {
+        self.done = true;
+        if let Ok(e) = self.store.clone().engine() {
+            self.release(&e);
+        }
+    }
+
+    fn release(&mut self, e: &Engine) {
+        if self.locked.is_empty() {
+            return;
+        }
+        let mut locks = e.locks.lock();
+        for k in self.locked.drain(..) {
+            if locks.get(&k) == Some(&self.id) {
+                locks.remove(&k);
+            }
+        }
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Ok(e) = self.store.clone().engine() {
+                self.release(&e);
+            }
+        }
+    }
+}
+
+fn op_queue(op: &Op) -> (&str, u64) {
+    match op {
+        Op::Insert {
+            queue, queue_id, ..
+        }
+        | Op::Remove {
+            queue, queue_id, ..
+        }
+        | Op::SetDeliveryCount {
+            queue, queue_id, ..
+        } => (queue, *queue_id),
+    }
+}
+
+fn apply_op(tx: &mut WriteTxn<'_>, meta: &mut QueueMeta, op: &Op) -> Result<()> {
+    match op {
+        Op::Insert { key, msg, .. } => {
+            let loc = records::store(tx, &mut meta.open_page, &msg.payload)?;
+            let value = IndexValue {
+                priority: msg.priority,
+                delivery_count: 0,
+                expiration: msg.expiration,
+                size: msg.payload.len() as u32,
+                loc,
+            };
+            meta.index_root = btree::insert(tx, meta.index_root, VALUE_LEN, *key, &value.encode())?;
+            meta.messages += 1;
+            meta.bytes += msg.payload.len() as u64;
+            meta.next_key = meta.next_key.max(key + 1);
+        }
+        Op::Remove { queue, key, .. } => {
+            let (root, old) = btree::remove(tx, meta.index_root, VALUE_LEN, *key)?;
+            let old = old.ok_or_else(|| Error::MessageNotFound {
+                queue: queue.clone(),
+                key: *key,
+            })?;
+            meta.index_root = root;
+            let iv = IndexValue::decode(queue, *key, &old)?;
+            records::delete(tx, &mut meta.open_page, iv.loc)?;
+            meta.messages = meta.messages.saturating_sub(1);
+            meta.bytes = meta.bytes.saturating_sub(u64::from(iv.size));
+        }
+        Op::SetDeliveryCount {
+            queue, key, count, ..
+        } => {
+            let old = btree::get(tx, meta.index_root, VALUE_LEN, *key)?.ok_or_else(|| {
+                Error::MessageNotFound {
+                    queue: queue.clone(),
+                    key: *key,
+                }
+            })?;
+            let mut iv = IndexValue::decode(queue, *key, &old)?;
+            iv.delivery_count = *count;
+            btree::update(tx, meta.index_root, VALUE_LEN, *key, &iv.encode())?;
+        }
+    }
+    Ok(())
+}
