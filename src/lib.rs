@@ -8,7 +8,9 @@
 //! - [`file`]: the file layer every byte of I/O goes through (real and simulated);
 //! - [`page`]: the on-disk page format (page header, superblock codec);
 //! - [`pagedb`]: `page.db` itself: twin superblocks, growth, the persisted free list;
-//! - [`cache`]: the page cache with pin/unpin, latches, LRU and the WAL rule.
+//! - [`cache`]: the page cache with pin/unpin, latches, LRU and the WAL rule;
+//! - [`kernel`]: transactional page storage (write transactions, checkpoints, recovery);
+//! - [`records`]: message payloads in slotted data pages and overflow chains.
 //!
 //! The lower layers are public so that tools and tests can drive them; brokers use the
 //! store facade (see `API.md`).
@@ -29,6 +31,7 @@ pub mod pagedb;
 #[doc(hidden)]
 pub mod planted;
 pub mod poison;
+pub mod records;
 mod recovery;
 pub mod redo;
 
