@@ -10,7 +10,10 @@
 //! - [`pagedb`]: `page.db` itself: twin superblocks, growth, the persisted free-space map;
 //! - [`cache`]: the page cache with pin/unpin, latches, LRU and the WAL rule;
 //! - [`log`]: `transaction.log`, group commit and recycling; [`redo`]: what a commit logs;
-//! - [`kernel`]: transactional pages: the commit path, checkpoints, recovery at open.
+//! - [`kernel`]: transactional pages: the commit path, checkpoints, recovery at open;
+//! - [`btree`]: the per-queue index; [`records`]: payloads in slotted data pages and
+//!   overflow chains; [`catalog`]: queue name to queue metadata;
+//! - the store facade ([`Store`], [`Transaction`]): the broker-facing API.
 //!
 //! The lower layers are public so that tools and tests can drive them; brokers use the
 //! store facade (see `API.md`).
@@ -18,7 +21,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod btree;
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod file;
@@ -31,9 +36,12 @@ pub mod pagedb;
 #[doc(hidden)]
 pub mod planted;
 pub mod poison;
+pub mod records;
 mod recovery;
 pub mod redo;
+mod store;
 
 pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use log::Durability;
+pub use store::{Entry, Message, NewMessage, QueueInfo, Store, Transaction};
