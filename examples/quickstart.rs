@@ -25,7 +25,11 @@ fn main() -> Result<(), stowage::Error> {
     // Consume (acknowledge) the first three.
     let mut tx = store.begin();
     for m in store.messages("orders", 0, 3)? {
-        println!("consumed {} = {}", m.key, String::from_utf8_lossy(&m.payload));
+        println!(
+            "consumed {} = {}",
+            m.key,
+            String::from_utf8_lossy(&m.payload)
+        );
         tx.remove("orders", m.key)?;
     }
     tx.commit()?;
@@ -34,10 +38,16 @@ fn main() -> Result<(), stowage::Error> {
     // Reopen: everything committed is still there.
     let store = Store::open(dir, StoreConfig::default())?;
     for q in store.queues()? {
-        println!("queue {}: {} messages, {} bytes", q.name, q.messages, q.bytes);
+        println!(
+            "queue {}: {} messages, {} bytes",
+            q.name, q.messages, q.bytes
+        );
     }
     let entries = store.entries("orders", 0, 5)?;
-    println!("first entries after reopen: {:?}", entries.iter().map(|e| e.key).collect::<Vec<_>>());
+    println!(
+        "first entries after reopen: {:?}",
+        entries.iter().map(|e| e.key).collect::<Vec<_>>()
+    );
     let st = store.kernel_stats()?;
     println!(
         "stats: {} pages of {} bytes ({} free), {} commits, {} checkpoints, cache hits {} misses {}",

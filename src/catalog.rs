@@ -27,6 +27,8 @@ pub const CATALOG_ROOT: usize = 1;
 pub const ENTRY_LEN: usize = 320;
 /// Longest queue name in bytes.
 pub const MAX_NAME: usize = 255;
+// An entry (state, name length, name, seven u64 fields) fits its slot.
+const _: () = assert!(3 + MAX_NAME + 7 * 8 <= ENTRY_LEN);
 const NEXT_AT: usize = PAGE_HEADER_LEN;
 const NEXT_ID_AT: usize = PAGE_HEADER_LEN + 8;
 const SLOTS_AT: usize = PAGE_HEADER_LEN + 16;
@@ -283,7 +285,6 @@ mod tests {
 
     #[test]
     fn entries_fit_the_smallest_page() {
-        assert!(3 + MAX_NAME + 7 * 8 <= ENTRY_LEN);
         assert_eq!(slots_per_page(2048), 6);
     }
 }

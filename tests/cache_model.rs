@@ -520,6 +520,7 @@ proptest! {
 
     #[test]
     fn cache_follows_the_model(
+        // max <= 5 < VICTIM_WINDOW (64): the cache looks at every LRU frame, as the model.
         (min, max) in (1usize..=5).prop_flat_map(|max| (0..=max, Just(max))),
         ops in prop::collection::vec(op(), 1..120),
     ) {

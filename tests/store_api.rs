@@ -21,7 +21,10 @@ fn queues_are_created_listed_and_deleted() {
     let s = mem();
     s.create_queue("b").unwrap();
     s.create_queue("a").unwrap();
-    assert!(matches!(s.create_queue("a"), Err(Error::QueueExists { .. })));
+    assert!(matches!(
+        s.create_queue("a"),
+        Err(Error::QueueExists { .. })
+    ));
     let names: Vec<String> = s.queues().unwrap().into_iter().map(|q| q.name).collect();
     assert_eq!(names, ["a", "b"]);
     let mut tx = s.begin();
@@ -31,13 +34,22 @@ fn queues_are_created_listed_and_deleted() {
     let a = &s.queues().unwrap()[0];
     assert_eq!((a.messages, a.bytes), (2, 30));
     assert_eq!(s.delete_queue("a").unwrap(), 2);
-    assert!(matches!(s.delete_queue("a"), Err(Error::QueueNotFound { .. })));
+    assert!(matches!(
+        s.delete_queue("a"),
+        Err(Error::QueueNotFound { .. })
+    ));
     assert!(matches!(s.get("a", 1), Err(Error::QueueNotFound { .. })));
     assert_eq!(s.queues().unwrap().len(), 1);
     for bad in ["", "a\0b"] {
-        assert!(matches!(s.create_queue(bad), Err(Error::InvalidArgument { .. })), "{bad:?}");
+        assert!(
+            matches!(s.create_queue(bad), Err(Error::InvalidArgument { .. })),
+            "{bad:?}"
+        );
     }
-    assert!(matches!(s.create_queue(&"x".repeat(256)), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        s.create_queue(&"x".repeat(256)),
+        Err(Error::InvalidArgument { .. })
+    ));
     s.create_queue(&"x".repeat(255)).unwrap();
 }
 
@@ -67,13 +79,26 @@ fn commits_are_invisible_until_done_and_rollback_discards() {
         let mut tx = s.begin();
         tx.insert("q", NewMessage::new(b"y".to_vec())).unwrap();
     }
-    assert!(s.messages("q", 0, 10).unwrap().is_empty(), "dropped transaction applied");
+    assert!(
+        s.messages("q", 0, 10).unwrap().is_empty(),
+        "dropped transaction applied"
+    );
     let mut tx = s.begin();
-    let k2 = tx.insert("q", NewMessage::new(b"z".to_vec()).priority(9).expiration(Some(5))).unwrap();
+    let k2 = tx
+        .insert(
+            "q",
+            NewMessage::new(b"z".to_vec())
+                .priority(9)
+                .expiration(Some(5)),
+        )
+        .unwrap();
     assert!(k2 > k, "keys strictly increase, even past rolled-back ones");
     tx.commit_with(Durability::Sync).unwrap();
     let m = s.get("q", k2).unwrap().unwrap();
-    assert_eq!((m.priority, m.expiration, m.delivery_count), (9, Some(5), 0));
+    assert_eq!(
+        (m.priority, m.expiration, m.delivery_count),
+        (9, Some(5), 0)
+    );
     assert_eq!(&*m.payload, b"z");
 }
 
@@ -82,18 +107,38 @@ fn remove_and_update_errors_leave_the_transaction_usable() {
     let s = mem();
     s.create_queue("q").unwrap();
     let mut tx = s.begin();
-    let keys: Vec<u64> = (0..3).map(|i| tx.insert("q", NewMessage::new(vec![i; 4])).unwrap()).collect();
+    let keys: Vec<u64> = (0..3)
+        .map(|i| tx.insert("q", NewMessage::new(vec![i; 4])).unwrap())
+        .collect();
     tx.commit().unwrap();
 
     let mut a = s.begin();
     let mut b = s.begin();
     a.remove("q", keys[0]).unwrap();
-    assert!(matches!(b.remove("q", keys[0]), Err(Error::MessageLocked { .. })));
-    assert!(matches!(b.set_delivery_count("q", keys[0], 2), Err(Error::MessageLocked { .. })));
-    assert!(matches!(b.remove("q", 999), Err(Error::MessageNotFound { key: 999, .. })));
-    assert!(matches!(b.remove("nope", 1), Err(Error::QueueNotFound { .. })));
-    assert!(matches!(b.insert("nope", NewMessage::new(vec![])), Err(Error::QueueNotFound { .. })));
-    assert!(matches!(b.insert("q", NewMessage::new(vec![]).priority(10)), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        b.remove("q", keys[0]),
+        Err(Error::MessageLocked { .. })
+    ));
+    assert!(matches!(
+        b.set_delivery_count("q", keys[0], 2),
+        Err(Error::MessageLocked { .. })
+    ));
+    assert!(matches!(
+        b.remove("q", 999),
+        Err(Error::MessageNotFound { key: 999, .. })
+    ));
+    assert!(matches!(
+        b.remove("nope", 1),
+        Err(Error::QueueNotFound { .. })
+    ));
+    assert!(matches!(
+        b.insert("nope", NewMessage::new(vec![])),
+        Err(Error::QueueNotFound { .. })
+    ));
+    assert!(matches!(
+        b.insert("q", NewMessage::new(vec![]).priority(10)),
+        Err(Error::InvalidArgument { .. })
+    ));
     b.set_delivery_count("q", keys[1], 5).unwrap();
     b.commit().unwrap();
     a.commit().unwrap();
@@ -101,14 +146,24 @@ fn remove_and_update_errors_leave_the_transaction_usable() {
     assert_eq!(s.get("q", keys[1]).unwrap().unwrap().delivery_count, 5);
     // The lock is gone with the transaction.
     let mut c = s.begin();
-    assert!(matches!(c.remove("q", keys[0]), Err(Error::MessageNotFound { .. })));
+    assert!(matches!(
+        c.remove("q", keys[0]),
+        Err(Error::MessageNotFound { .. })
+    ));
     c.remove("q", keys[2]).unwrap();
-    assert!(matches!(c.remove("q", keys[2]), Err(Error::MessageNotFound { .. })));
+    assert!(matches!(
+        c.remove("q", keys[2]),
+        Err(Error::MessageNotFound { .. })
+    ));
     drop(c);
     let mut d = s.begin();
     d.remove("q", keys[2]).unwrap();
     d.commit().unwrap();
-    assert!(s.messages("q", 0, 10).unwrap().iter().all(|m| m.key == keys[1]));
+    assert!(s
+        .messages("q", 0, 10)
+        .unwrap()
+        .iter()
+        .all(|m| m.key == keys[1]));
 }
 
 #[test]
@@ -127,7 +182,11 @@ fn removing_an_own_insert_cancels_it() {
 #[test]
 fn payload_sizes_round_trip_up_to_the_maximum() {
     let max = 300_000u64;
-    let s = Store::open_in_memory(StoreConfig { max_message_size: max, ..config() }).unwrap();
+    let s = Store::open_in_memory(StoreConfig {
+        max_message_size: max,
+        ..config()
+    })
+    .unwrap();
     s.create_queue("q").unwrap();
     let page = 2048usize;
     let sizes = [0, 1, page - 1, page, page + 1, 3 * page + 17, max as usize];
@@ -137,16 +196,29 @@ fn payload_sizes_round_trip_up_to_the_maximum() {
         let p: Vec<u8> = (0..n).map(|j| (j * 31 + i) as u8).collect();
         keys.push((tx.insert("q", NewMessage::new(p.clone())).unwrap(), p));
     }
-    let e = tx.insert("q", NewMessage::new(vec![0; max as usize + 1])).unwrap_err();
-    assert!(matches!(e, Error::TooLarge { size, max: m } if size == max + 1 && m == max), "{e}");
+    let e = tx
+        .insert("q", NewMessage::new(vec![0; max as usize + 1]))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::TooLarge { size, max: m } if size == max + 1 && m == max),
+        "{e}"
+    );
     tx.commit().unwrap();
     for (k, p) in &keys {
-        assert_eq!(&s.get("q", *k).unwrap().unwrap().payload, p, "size {}", p.len());
+        assert_eq!(
+            &s.get("q", *k).unwrap().unwrap().payload,
+            p,
+            "size {}",
+            p.len()
+        );
     }
     let all = s.messages("q", 0, 100).unwrap();
     assert_eq!(all.len(), sizes.len());
     let entries = s.entries("q", 0, 100).unwrap();
-    assert_eq!(entries.iter().map(|e| e.size as usize).collect::<Vec<_>>(), sizes);
+    assert_eq!(
+        entries.iter().map(|e| e.size as usize).collect::<Vec<_>>(),
+        sizes
+    );
     assert!(s.messages("q", 0, 0).unwrap().is_empty());
     assert!(s.entries("q", 0, 0).unwrap().is_empty());
 }
@@ -159,7 +231,13 @@ fn reads_page_through_keys_in_order() {
     for batch in 0..10 {
         let mut tx = s.begin();
         for i in 0..50u32 {
-            keys.push(tx.insert("q", NewMessage::new((batch * 50 + i).to_le_bytes().to_vec())).unwrap());
+            keys.push(
+                tx.insert(
+                    "q",
+                    NewMessage::new((batch * 50 + i).to_le_bytes().to_vec()),
+                )
+                .unwrap(),
+            );
         }
         tx.commit_with(Durability::Async).unwrap();
     }
@@ -175,7 +253,10 @@ fn reads_page_through_keys_in_order() {
     }
     assert_eq!(seen, keys);
     let mid = s.messages("q", keys[100], 3).unwrap();
-    assert_eq!(mid.iter().map(|m| m.key).collect::<Vec<_>>(), keys[100..103]);
+    assert_eq!(
+        mid.iter().map(|m| m.key).collect::<Vec<_>>(),
+        keys[100..103]
+    );
 }
 
 #[test]
@@ -204,13 +285,19 @@ fn keys_are_never_reused_after_rollback_and_clean_close() {
 fn close_closes_every_clone_and_the_directory_is_locked_while_open() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path().join("a/b"), config()).unwrap();
-    assert!(matches!(Store::open(dir.path().join("a/b"), config()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Store::open(dir.path().join("a/b"), config()),
+        Err(Error::Locked { .. })
+    ));
     let clone = s.clone();
     s.close().unwrap();
     assert!(matches!(clone.queues(), Err(Error::Closed)));
     assert!(matches!(clone.create_queue("x"), Err(Error::Closed)));
     let mut tx = clone.begin();
-    assert!(matches!(tx.insert("x", NewMessage::new(vec![])), Err(Error::Closed)));
+    assert!(matches!(
+        tx.insert("x", NewMessage::new(vec![])),
+        Err(Error::Closed)
+    ));
     let s = Store::open(dir.path().join("a/b"), config()).unwrap();
     drop(s);
     Store::open(dir.path().join("a/b"), config()).unwrap();
@@ -218,7 +305,11 @@ fn close_closes_every_clone_and_the_directory_is_locked_while_open() {
 
 #[test]
 fn invalid_config_names_the_field() {
-    let e = Store::open_in_memory(StoreConfig { cache_max_pages: 10, ..config() }).unwrap_err();
+    let e = Store::open_in_memory(StoreConfig {
+        cache_max_pages: 10,
+        ..config()
+    })
+    .unwrap_err();
     assert!(e.to_string().contains("cache_max_pages"), "{e}");
 }
 
@@ -247,7 +338,10 @@ fn entries_never_read_payload_pages() {
     let payload_misses = s.kernel_stats().unwrap().cache.misses - before - index_misses;
     // 2,000 payloads of 1,000 bytes fill ~1,000 data pages; the index is a few dozen.
     assert!(index_misses < 100, "entries read {index_misses} pages");
-    assert!(payload_misses >= 900, "messages read only {payload_misses} payload pages");
+    assert!(
+        payload_misses >= 900,
+        "messages read only {payload_misses} payload pages"
+    );
 }
 
 #[test]
@@ -262,7 +356,8 @@ fn store_is_clone_send_sync_and_concurrent() {
             std::thread::spawn(move || {
                 for i in 0..50u32 {
                     let mut tx = s.begin();
-                    tx.insert("q", NewMessage::new(vec![t as u8; (i % 7) as usize])).unwrap();
+                    tx.insert("q", NewMessage::new(vec![t as u8; (i % 7) as usize]))
+                        .unwrap();
                     tx.commit().unwrap();
                     s.messages("q", 0, 5).unwrap();
                 }
@@ -273,7 +368,12 @@ fn store_is_clone_send_sync_and_concurrent() {
         t.join().unwrap();
     }
     assert_eq!(s.queues().unwrap()[0].messages, 200);
-    let keys: Vec<u64> = s.entries("q", 0, 1000).unwrap().iter().map(|e| e.key).collect();
+    let keys: Vec<u64> = s
+        .entries("q", 0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.key)
+        .collect();
     let mut sorted = keys.clone();
     sorted.dedup();
     assert_eq!(sorted.len(), 200, "duplicate keys");

@@ -69,20 +69,33 @@ fn open(fs: Arc<dyn FileSystem>, bugs: PlantedBugs) -> stowage::Result<Store> {
 fn read_model(s: &Store) -> Result<Model, String> {
     let mut m = Model::new();
     for q in s.queues().map_err(|e| e.to_string())? {
-        let msgs = s.messages(&q.name, 0, usize::MAX).map_err(|e| e.to_string())?;
+        let msgs = s
+            .messages(&q.name, 0, usize::MAX)
+            .map_err(|e| e.to_string())?;
         if msgs.len() as u64 != q.messages {
-            return Err(format!("queue {} counts {} but holds {}", q.name, q.messages, msgs.len()));
+            return Err(format!(
+                "queue {} counts {} but holds {}",
+                q.name,
+                q.messages,
+                msgs.len()
+            ));
         }
         let bytes: u64 = msgs.iter().map(|m| m.payload.len() as u64).sum();
         if bytes != q.bytes {
-            return Err(format!("queue {} bytes {} but holds {bytes}", q.name, q.bytes));
+            return Err(format!(
+                "queue {} bytes {} but holds {bytes}",
+                q.name, q.bytes
+            ));
         }
         m.insert(
             q.name.clone(),
-            msgs.into_iter().map(|x| (x.key, (x.payload, x.delivery_count))).collect(),
+            msgs.into_iter()
+                .map(|x| (x.key, (x.payload, x.delivery_count)))
+                .collect(),
         );
     }
-    s.check_pages().map_err(|e| format!("page accounting: {e}"))?;
+    s.check_pages()
+        .map_err(|e| format!("page accounting: {e}"))?;
     Ok(m)
 }
 
@@ -137,7 +150,8 @@ impl Scenario for StoreScenario {
                         tx.remove(q, m.key).map_err(e)?;
                     }
                     if let Some(m) = msgs.get(*n) {
-                        tx.set_delivery_count(q, m.key, m.delivery_count + 1).map_err(e)?;
+                        tx.set_delivery_count(q, m.key, m.delivery_count + 1)
+                            .map_err(e)?;
                     }
                     tx.commit_with(*d).map_err(e)?;
                     let qm = model.entry(q.to_string()).or_default();

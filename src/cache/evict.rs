@@ -33,17 +33,22 @@ enum Victim {
     Nothing,
 }
 
+/// How many least recently used frames a victim search looks at (see `choose_victim`).
+pub(super) const VICTIM_WINDOW: usize = 64;
+
 impl Shared {
-    /// Least recently used first: the first clean frame anywhere in the LRU, else the
-    /// first dirty frame the log covers. O(LRU length) when no frame is clean; a clean
-    /// LRU tail (the common case) makes it O(1).
+    /// Least recently used first, among the `VICTIM_WINDOW` least recently used frames:
+    /// the first clean one, else the first dirty one the log covers, else ask the log for
+    /// the smallest LSN seen. Bounded so that a cache full of dirty frames (bulk loads of
+    /// `Async` commits) does not scan every frame on every eviction: measured, the
+    /// unbounded scan took 85% of a 100,000-message load with an 8,192-frame cache.
     fn choose_victim(&self, g: &mut Inner) -> Victim {
         let durable = self.wal.durable_lsn();
         let mut clean = None;
         let mut dirty_ok = None;
         let mut need: Option<(Lsn, Lsn)> = None;
         let mut busy = false;
-        for (&id, ()) in g.lru.iter().rev() {
+        for (&id, ()) in g.lru.iter().rev().take(VICTIM_WINDOW) {
             let Some(e) = g.map.get(&id) else {
                 debug_assert!(false, "LRU entry {id} not in the table");
                 continue;

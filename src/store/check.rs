@@ -27,7 +27,11 @@ enum Owner {
 
 fn claim(owners: &mut [Owner], id: PageId, who: Owner) -> Result<()> {
     let slot = owners.get_mut(id as usize).ok_or_else(|| {
-        Error::corruption(PAGE_DB, format!("page {id}"), format!("{who:?} page beyond the file"))
+        Error::corruption(
+            PAGE_DB,
+            format!("page {id}"),
+            format!("{who:?} page beyond the file"),
+        )
     })?;
     if *slot != Owner::None {
         return Err(Error::corruption(
@@ -56,7 +60,8 @@ impl Store {
         for id in e.kernel.free_page_ids() {
             claim(&mut owners, id, Owner::Free)?;
         }
-        let loaded = catalog::load(&mut view, view.root(CATALOG_ROOT), page_count)?;
+        let root = view.root(CATALOG_ROOT);
+        let loaded = catalog::load(&mut view, root, page_count)?;
         for &id in &loaded.pages {
             claim(&mut owners, id, Owner::Catalog)?;
         }
@@ -69,13 +74,21 @@ impl Store {
                 return Err(Error::corruption(
                     PAGE_DB,
                     format!("queue `{}`", meta.name),
-                    format!("catalog counts {} messages, index holds {}", meta.messages, stats.entries),
+                    format!(
+                        "catalog counts {} messages, index holds {}",
+                        meta.messages, stats.entries
+                    ),
                 ));
             }
             let mut entries = Vec::new();
-            btree::range(&mut view, meta.index_root, VALUE_LEN, 0, usize::MAX, |k, v| {
-                entries.push((k, v.to_vec()))
-            })?;
+            btree::range(
+                &mut view,
+                meta.index_root,
+                VALUE_LEN,
+                0,
+                usize::MAX,
+                |k, v| entries.push((k, v.to_vec())),
+            )?;
             let mut pages = HashSet::new();
             let mut bytes = 0u64;
             for (k, v) in entries {

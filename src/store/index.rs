@@ -35,12 +35,15 @@ impl IndexValue {
     }
 
     pub fn decode(queue: &str, key: u64, b: &[u8]) -> Result<IndexValue> {
-        if b.len() != VALUE_LEN || b[0] > 9 {
-            return Err(Error::corruption(
+        let bad = || {
+            Error::corruption(
                 PAGE_DB,
                 format!("queue `{queue}` key {key}"),
                 "invalid index entry",
-            ));
+            )
+        };
+        if b.len() != VALUE_LEN || b[0] > 9 {
+            return Err(bad());
         }
         let exp = LE::read_u64(&b[5..13]);
         Ok(IndexValue {
@@ -48,7 +51,7 @@ impl IndexValue {
             delivery_count: LE::read_u32(&b[1..5]),
             expiration: (exp != u64::MAX).then_some(exp),
             size: LE::read_u32(&b[13..17]),
-            loc: PayloadLoc::decode(&b[17..27]),
+            loc: PayloadLoc::decode(&b[17..27]).ok_or_else(bad)?,
         })
     }
 }

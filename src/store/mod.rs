@@ -103,14 +103,21 @@ impl std::ops::Deref for EngineRef<'_> {
     type Target = Engine;
     fn deref(&self) -> &Engine {
         // Checked in `Store::engine`; the guard keeps it `Some` for its lifetime.
-        self.0.as_ref().unwrap_or_else(|| unreachable!("engine checked open"))
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("engine checked open"))
     }
 }
 
 impl Store {
     /// Opens the store in `path`, creating it (and its parents) if missing.
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
-        Self::open_with(Arc::new(RealFs::new()), path.as_ref(), config, OpenOptions::default())
+        Self::open_with(
+            Arc::new(RealFs::new()),
+            path.as_ref(),
+            config,
+            OpenOptions::default(),
+        )
     }
 
     /// A store that keeps everything in memory (the same engine on the simulated file layer).
@@ -175,7 +182,7 @@ impl Store {
         catalog::check_name(name)?;
         let e = self.engine()?;
         let mut tx = e.kernel.begin()?;
-        let mut cat = e.catalog.lock();
+        let cat = e.catalog.lock();
         if cat.queues.contains_key(name) {
             return Err(Error::QueueExists {
                 queue: name.to_string(),
@@ -305,9 +312,9 @@ impl Store {
         let e = self.engine()?;
         let mut view = e.kernel.read_view()?;
         let root = index_root(&e, queue)?;
-        let mut found = Vec::new();
+        let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
         if limit == 0 {
-            return Ok(found);
+            return Ok(Vec::new());
         }
         btree::range(&mut view, root, VALUE_LEN, from, limit, |k, v| {
             found.push((k, v.to_vec()))

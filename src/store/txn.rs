@@ -66,7 +66,10 @@ impl Transaction {
         }
     }
 
-    fn queue(e: &Engine, name: &str) -> Result<(u64, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+    fn queue(
+        e: &Engine,
+        name: &str,
+    ) -> Result<(u64, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
         let cat = e.catalog.lock();
         let q = cat.queues.get(name).ok_or_else(|| Error::QueueNotFound {
             queue: name.to_string(),
@@ -140,7 +143,8 @@ impl Transaction {
     /// Removes a message at commit. `MessageNotFound` if absent, `MessageLocked` if another
     /// open transaction removes or updates it.
     pub fn remove(&mut self, queue: &str, key: u64) -> Result<()> {
-        let e = self.store.engine()?;
+        let store = self.store.clone();
+        let e = store.engine()?;
         let (queue_id, _) = Self::queue(&e, queue)?;
         if self.ops.iter().any(|op| matches!(op, Op::Remove { queue_id: q, key: k, .. } if *q == queue_id && *k == key)) {
             return Err(Error::MessageNotFound {
@@ -165,7 +169,8 @@ impl Transaction {
 
     /// Sets a message's delivery count at commit (same errors as [`Transaction::remove`]).
     pub fn set_delivery_count(&mut self, queue: &str, key: u64, count: u32) -> Result<()> {
-        let e = self.store.engine()?;
+        let store = self.store.clone();
+        let e = store.engine()?;
         let (queue_id, _) = Self::queue(&e, queue)?;
         if self.ops.iter().any(|op| matches!(op, Op::Remove { queue_id: q, key: k, .. } if *q == queue_id && *k == key)) {
             return Err(Error::MessageNotFound {

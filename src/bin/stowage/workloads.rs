@@ -55,7 +55,11 @@ fn open(dir: &Path) -> Res<Store> {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    ["page.db"].iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum()
+    ["page.db"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// W1 (threads = 1) and W2 (threads = 8): transactions of one message, each Sync.
@@ -88,7 +92,11 @@ pub fn publish_sync(dir: &Path, threads: usize, per_thread: usize) -> Res<Figure
     lat.sort_unstable();
     s.close()?;
     Ok(Figures {
-        name: if threads == 1 { "W1 durable publish, 1 producer" } else { "W2 durable publish, 8 producers" },
+        name: if threads == 1 {
+            "W1 durable publish, 1 producer"
+        } else {
+            "W2 durable publish, 8 producers"
+        },
         ops: lat.len() as u64,
         per_sec: lat.len() as f64 / secs,
         mib_per_sec: lat.len() as f64 / secs / 1024.0,
@@ -166,9 +174,18 @@ pub fn churn(dir: &Path, txs: usize) -> Res<Figures> {
         p50_us: pct(&lat, 0.5),
         p99_us: pct(&lat, 0.99),
         extra: vec![
-            ("live data MiB".into(), format!("{:.2}", live as f64 / 1048576.0)),
-            ("pages in use MiB".into(), format!("{:.2}", used as f64 / 1048576.0)),
-            ("page.db MiB".into(), format!("{:.2}", dir_bytes(dir) as f64 / 1048576.0)),
+            (
+                "live data MiB".into(),
+                format!("{:.2}", live as f64 / 1048576.0),
+            ),
+            (
+                "pages in use MiB".into(),
+                format!("{:.2}", used as f64 / 1048576.0),
+            ),
+            (
+                "page.db MiB".into(),
+                format!("{:.2}", dir_bytes(dir) as f64 / 1048576.0),
+            ),
         ],
     })
 }
@@ -185,7 +202,11 @@ pub fn backlog(dir: &Path, total: usize, exe: &Path) -> Res<Figures> {
         for i in 0..1000 {
             tx.insert("q", NewMessage::new(payload((b * 1000 + i) as u64, 1024)))?;
         }
-        let d = if b + 1 == batches { Durability::Sync } else { Durability::Async };
+        let d = if b + 1 == batches {
+            Durability::Sync
+        } else {
+            Durability::Async
+        };
         tx.commit_with(d)?;
     }
     let load_secs = start.elapsed().as_secs_f64();
@@ -195,9 +216,10 @@ pub fn backlog(dir: &Path, total: usize, exe: &Path) -> Res<Figures> {
         return Err(format!("reader failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut extra = vec![
-        ("page.db MiB".into(), format!("{:.1}", dir_bytes(dir) as f64 / 1048576.0)),
-    ];
+    let mut extra = vec![(
+        "page.db MiB".into(),
+        format!("{:.1}", dir_bytes(dir) as f64 / 1048576.0),
+    )];
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=') {
             extra.push((k.trim().to_string(), v.trim().to_string()));
@@ -240,7 +262,8 @@ pub fn read_backlog(dir: &Path) -> Res<()> {
         n += batch.len() as u64;
     }
     let read = start.elapsed();
-    let cache_mib = bench_config().cache_max_pages as f64 * bench_config().page_size as f64 / 1048576.0;
+    let cache_mib =
+        bench_config().cache_max_pages as f64 * bench_config().page_size as f64 / 1048576.0;
     println!("cold reopen ms = {:.2}", reopen.as_secs_f64() * 1e3);
     println!("full read s = {:.3}", read.as_secs_f64());
     println!("messages read = {n}");

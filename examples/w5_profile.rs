@@ -1,0 +1,31 @@
+//! Profiling aid: the W5 load phase alone (`cargo run --release --example w5_profile DIR N`).
+use stowage::{Durability, NewMessage, Store, StoreConfig};
+fn main() -> Result<(), stowage::Error> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = args.get(1).cloned().unwrap_or_else(|| "/tmp/w5p".into());
+    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = StoreConfig {
+        page_size: 4096,
+        cache_min_pages: 4096,
+        cache_max_pages: 8192,
+        ..StoreConfig::default()
+    };
+    let s = Store::open(&dir, cfg)?;
+    s.create_queue("q")?;
+    let p = vec![0x5Au8; 1024];
+    let t = std::time::Instant::now();
+    for b in 0..n / 1000 {
+        let mut tx = s.begin();
+        for _ in 0..1000 {
+            tx.insert("q", NewMessage::new(p.clone()))?;
+        }
+        tx.commit_with(if b + 1 == n / 1000 {
+            Durability::Sync
+        } else {
+            Durability::Async
+        })?;
+    }
+    println!("{} msgs/s", n as f64 / t.elapsed().as_secs_f64());
+    s.close()
+}
