@@ -199,37 +199,55 @@ pub fn decode(payload: &[u8], lsn: Lsn, page_size: usize) -> Result<Vec<Record>>
 
 /// The byte runs where `new` differs from `old` (same length), skipping the header's CRC
 /// and LSN. Runs closer than 16 bytes are merged: a run costs 8 bytes of framing.
+///
+/// Equal stretches are skipped 32 bytes at a time: this runs for every page of every
+/// commit (measured: a byte-at-a-time loop was half the CPU of a one-message commit).
 pub fn diff(old: &[u8], new: &[u8]) -> Vec<(u32, Vec<u8>)> {
     const MERGE_GAP: usize = 16;
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    let mut i = 0;
     let n = old.len().min(new.len());
-    while i < n {
-        if DIFF_SKIP.contains(&i) {
-            i = DIFF_SKIP.end;
-            continue;
-        }
-        if old[i] == new[i] {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < n && old[i] != new[i] && !DIFF_SKIP.contains(&i) {
-            i += 1;
-        }
-        match runs.last_mut() {
-            Some(last)
-                if start - last.1 < MERGE_GAP
-                    && !(last.1..start).any(|j| DIFF_SKIP.contains(&j)) =>
-            {
-                last.1 = i
+    let mut out = Vec::new();
+    for (from, end) in [(0, DIFF_SKIP.start.min(n)), (DIFF_SKIP.end.min(n), n)] {
+        let mut at = from;
+        while let Some(start) = next_diff(old, new, at, end) {
+            let mut last = start;
+            loop {
+                // Over the stretch of differing bytes, then a look for another difference
+                // close enough to merge.
+                let mut j = last + 1;
+                while j < end && old[j] != new[j] {
+                    j += 1;
+                }
+                last = j - 1;
+                let reach = (j + MERGE_GAP).min(end);
+                match (j..reach).find(|&k| old[k] != new[k]) {
+                    Some(d) => last = d,
+                    None => break,
+                }
             }
-            _ => runs.push((start, i)),
+            out.push((start as u32, new[start..=last].to_vec()));
+            at = last + 1;
         }
     }
-    runs.into_iter()
-        .map(|(s, e)| (s as u32, new[s..e].to_vec()))
-        .collect()
+    out
+}
+
+/// The first index in `from..end` where the slices differ.
+fn next_diff(old: &[u8], new: &[u8], from: usize, end: usize) -> Option<usize> {
+    let word = |b: &[u8], i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let mut i = from;
+    while i + 32 <= end
+        && word(old, i) == word(new, i)
+        && word(old, i + 8) == word(new, i + 8)
+        && word(old, i + 16) == word(new, i + 16)
+        && word(old, i + 24) == word(new, i + 24)
+    {
+        i += 32;
+    }
+    (i..end).find(|&j| old[j] != new[j])
 }
 
 /// Applies delta runs to a page (runs were bounds-checked by [`decode`]).
