@@ -8,7 +8,9 @@
 //! - [`file`]: the file layer every byte of I/O goes through (real and simulated);
 //! - [`page`]: the on-disk page format (page header, superblock codec);
 //! - [`pagedb`]: `page.db` itself: twin superblocks, growth, the persisted free list;
-//! - [`cache`]: the page cache with pin/unpin, latches, LRU and the WAL rule.
+//! - [`cache`]: the page cache with pin/unpin, latches, LRU and the WAL rule;
+//! - [`kernel`]: transactional pages (log, commits, checkpoints, recovery);
+//! - [`btree`]: the per-queue B+tree index over the kernel's pages.
 //!
 //! The lower layers are public so that tools and tests can drive them; brokers use the
 //! store facade (see `API.md`).
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod btree;
 pub mod cache;
 pub mod config;
 pub mod error;
