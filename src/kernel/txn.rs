@@ -6,7 +6,7 @@
 //! the allocator. `commit` appends the frame, applies the shadows under the same writer
 //! lock (so LSN order is apply order), releases the lock, then waits for durability.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::MutexGuard;
 
@@ -35,8 +35,10 @@ pub struct WriteTxn<'a> {
     /// Whether this transaction is announced to the log (see `Log::announce`).
     announced: bool,
     pages: BTreeMap<PageId, Shadow>,
-    allocated: Vec<PageId>,
-    freed: Vec<PageId>,
+    /// Sets, not lists: deleting a queue frees hundreds of thousands of pages in one
+    /// transaction, and each free checks membership.
+    allocated: BTreeSet<PageId>,
+    freed: BTreeSet<PageId>,
     roots: [Option<PageId>; ROOT_SLOTS],
 }
 
@@ -60,8 +62,8 @@ impl<'a> WriteTxn<'a> {
             writer: Some(writer),
             announced: true,
             pages: BTreeMap::new(),
-            allocated: Vec::new(),
-            freed: Vec::new(),
+            allocated: BTreeSet::new(),
+            freed: BTreeSet::new(),
             roots: [None; ROOT_SLOTS],
         };
         shared.poison.check()?;
@@ -92,7 +94,7 @@ impl<'a> WriteTxn<'a> {
                 dirty: true,
             },
         );
-        self.allocated.push(id);
+        self.allocated.insert(id);
         Ok(id)
     }
 
@@ -101,13 +103,12 @@ impl<'a> WriteTxn<'a> {
         if self.freed.contains(&id) {
             return Err(Error::invalid_argument(format!("page {id} freed twice")));
         }
-        if let Some(i) = self.allocated.iter().position(|&p| p == id) {
-            self.allocated.swap_remove(i);
+        if self.allocated.remove(&id) {
             self.pages.remove(&id);
             return self.shared.pagedb.free_now(id);
         }
         self.pages.remove(&id);
-        self.freed.push(id);
+        self.freed.insert(id);
         Ok(())
     }
 
