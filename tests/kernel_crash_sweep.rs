@@ -142,6 +142,8 @@ fn options(bugs: PlantedBugs) -> OpenOptions {
     OpenOptions {
         bugs,
         no_background_threads: true,
+        // The default preallocation (1.25 MiB here): frames overwrite a zero-filled file.
+        log_prealloc: None,
     }
 }
 

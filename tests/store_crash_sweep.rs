@@ -62,6 +62,9 @@ fn open(fs: Arc<dyn FileSystem>, bugs: PlantedBugs) -> stowage::Result<Store> {
         OpenOptions {
             bugs,
             no_background_threads: true,
+            // A small preallocation: the workloads overwrite it, then append past it (the
+            // growth path, which a power loss can cut unless synced).
+            log_prealloc: Some(16 * 1024),
         },
     )
 }

@@ -125,6 +125,9 @@ pub struct OpenOptions {
     /// Run without the flusher and checkpointer threads (deterministic simulated runs;
     /// `Async` commits then become durable only with a later `Sync` commit or checkpoint).
     pub no_background_threads: bool,
+    /// Bytes to zero-fill a new log with, instead of 1.25 x `checkpoint_size` (an
+    /// in-memory store gains nothing from preallocation and would hold it in memory).
+    pub log_prealloc: Option<u64>,
 }
 
 /// State guarded by the writer lock.
@@ -298,7 +301,7 @@ impl Kernel {
         let (log, found) = Log::open(
             fs.as_ref(),
             dir,
-            log_prealloc(config),
+            options.log_prealloc.unwrap_or_else(|| log_prealloc(config)),
             sb.checkpoint_lsn,
             poison.clone(),
             bugs,

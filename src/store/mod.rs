@@ -126,7 +126,10 @@ impl Store {
             Arc::new(SimFs::new()),
             Path::new("/memory"),
             config,
-            OpenOptions::default(),
+            OpenOptions {
+                log_prealloc: Some(0),
+                ..OpenOptions::default()
+            },
         )
     }
 
