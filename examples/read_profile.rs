@@ -2,7 +2,12 @@
 use stowage::{Store, StoreConfig};
 fn main() -> Result<(), stowage::Error> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "/tmp/w5p".into());
-    let cfg = StoreConfig { page_size: 4096, cache_min_pages: 4096, cache_max_pages: 8192, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        page_size: 4096,
+        cache_min_pages: 4096,
+        cache_max_pages: 8192,
+        ..StoreConfig::default()
+    };
     let s = Store::open(&dir, cfg)?;
     let t = std::time::Instant::now();
     let mut from = 0;

@@ -40,8 +40,11 @@ pub mod records;
 mod recovery;
 pub mod redo;
 mod store;
+pub mod xalog;
 
 pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use log::Durability;
-pub use store::{Entry, Message, NewMessage, QueueInfo, Store, Transaction};
+#[doc(hidden)]
+pub use store::fuzz_xa;
+pub use store::{Entry, Message, NewMessage, QueueInfo, Store, Transaction, Xid};

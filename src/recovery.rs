@@ -18,7 +18,13 @@ use crate::page::{page_lsn, set_page_lsn, Lsn};
 use crate::redo::{self, Record};
 
 /// Replays the log into the kernel's cache and allocator; returns the frames applied.
-pub(crate) fn recover(shared: &Shared, found: Found) -> Result<u64> {
+/// XA records of frames after `xa_lsn` (the LSN `xa.log` reflects) are appended to `xa`.
+pub(crate) fn recover(
+    shared: &Shared,
+    found: Found,
+    xa_lsn: Lsn,
+    xa: &mut Vec<Vec<u8>>,
+) -> Result<u64> {
     let checkpoint = shared.pagedb.superblock().checkpoint_lsn;
     if found.base_lsn() > checkpoint {
         return Err(Error::corruption(
@@ -46,7 +52,14 @@ pub(crate) fn recover(shared: &Shared, found: Found) -> Result<u64> {
             FrameKind::Commit => {
                 let recs = redo::decode(&frame.payload, frame.lsn, page_size)?;
                 for r in recs {
-                    apply(shared, r, frame.lsn)?;
+                    match r {
+                        Record::Xa(bytes) => {
+                            if frame.lsn > xa_lsn {
+                                xa.push(bytes);
+                            }
+                        }
+                        r => apply(shared, r, frame.lsn)?,
+                    }
                 }
             }
             other => {
@@ -85,6 +98,8 @@ fn apply(shared: &Shared, r: Record, lsn: Lsn) -> Result<()> {
             set_page_lsn(&mut g, lsn);
             Ok(())
         }
+        // Collected by the caller; nothing to apply to pages.
+        Record::Xa(_) => Ok(()),
         Record::Delta { page, runs } => {
             let pinned = shared.cache.pin(page)?;
             if page_lsn(&pinned.read()) >= lsn {

@@ -38,6 +38,9 @@ pub enum Record {
         /// All of its bytes.
         bytes: Vec<u8>,
     },
+    /// An opaque record of the XA layer (a prepare or a resolution), logged atomically
+    /// with the frame's page changes; recovery hands these back in LSN order.
+    Xa(Vec<u8>),
     /// Byte ranges of a page that changed.
     Delta {
         /// The page.
@@ -53,6 +56,7 @@ const T_FREE: u8 = 3;
 const T_ROOT: u8 = 4;
 const T_IMAGE: u8 = 5;
 const T_DELTA: u8 = 6;
+const T_XA: u8 = 7;
 
 /// Header bytes a delta never carries: the CRC (recomputed at write) and the LSN (set from
 /// the frame's LSN when applied).
@@ -83,6 +87,11 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
             Record::Image { page, bytes } => {
                 out.push(T_IMAGE);
                 out.extend_from_slice(&page.to_le_bytes());
+                out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                out.extend_from_slice(bytes);
+            }
+            Record::Xa(bytes) => {
+                out.push(T_XA);
                 out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                 out.extend_from_slice(bytes);
             }
@@ -170,6 +179,10 @@ pub fn decode(payload: &[u8], lsn: Lsn, page_size: usize) -> Result<Vec<Record>>
                     page,
                     bytes: c.take(len)?.to_vec(),
                 }
+            }
+            T_XA => {
+                let len = c.u32()? as usize;
+                Record::Xa(c.take(len)?.to_vec())
             }
             T_DELTA => {
                 let page = c.u64()?;

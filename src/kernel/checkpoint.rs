@@ -24,6 +24,32 @@ const SMALL_DIRTY_SET: usize = 64;
 const FUZZY_ROUNDS: usize = 3;
 
 impl Shared {
+    /// Writes `xa.log` for checkpoint `c` (before the superblock and the log recycle, so
+    /// the log still holds every XA record after the old checkpoint if this one fails).
+    /// Skipped while no XA record ever existed.
+    fn save_xa(&self, c: crate::page::Lsn) -> Result<()> {
+        let source = self.xa_source.lock().clone();
+        let records = match source {
+            Some(f) => f(),
+            None => self.xa_recovered.lock().clone(),
+        };
+        let exists = self
+            .xa_file_exists
+            .load(std::sync::atomic::Ordering::Acquire);
+        if records.is_empty() && !exists {
+            return Ok(());
+        }
+        crate::xalog::write(
+            self.fs.as_ref(),
+            &self.dir,
+            &crate::xalog::XaSnapshot { lsn: c, records },
+            !self.bugs.skip_dir_fsync,
+        )?;
+        self.xa_file_exists
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
     /// Runs one checkpoint; `clean_close` marks the superblock of a clean close.
     pub(crate) fn checkpoint(&self, clean_close: bool) -> Result<()> {
         let _one_at_a_time = self.checkpoint_lock.lock();
@@ -49,6 +75,7 @@ impl Shared {
             )));
         }
         let result = (|| {
+            self.save_xa(c)?;
             self.pagedb.commit(CommitInfo {
                 checkpoint_lsn: c,
                 roots: w.roots,

@@ -37,6 +37,7 @@ use crate::pagedb::PageDb;
 use crate::planted::PlantedBugs;
 use crate::poison::Poison;
 use crate::recovery;
+use crate::xalog;
 
 pub use txn::WriteTxn;
 
@@ -209,8 +210,19 @@ pub(crate) struct Shared {
     bg: Mutex<BgState>,
     bg_cv: Condvar,
     counters: Mutex<Counters>,
+    fs: Arc<dyn FileSystem>,
+    bugs: PlantedBugs,
+    /// XA records recovered at open, until the store installs its source.
+    xa_recovered: Mutex<Vec<Vec<u8>>>,
+    /// Produces the in-doubt XA records a checkpoint writes to `xa.log`.
+    xa_source: Mutex<Option<XaSource>>,
+    /// Whether `xa.log` exists (then every checkpoint rewrites it, even when empty).
+    xa_file_exists: std::sync::atomic::AtomicBool,
     _dir_lock: Box<dyn LockGuard>,
 }
+
+/// What the XA layer gives the kernel: the in-doubt records to save at a checkpoint.
+pub type XaSource = Arc<dyn Fn() -> Vec<Vec<u8>> + Send + Sync>;
 
 /// Transactional page storage on one store directory.
 pub struct Kernel {
@@ -333,10 +345,33 @@ impl Kernel {
             bg: Mutex::new(BgState::default()),
             bg_cv: Condvar::new(),
             counters: Mutex::new(Counters::default()),
+            fs: fs.clone(),
+            bugs,
+            xa_recovered: Mutex::new(Vec::new()),
+            xa_source: Mutex::new(None),
+            xa_file_exists: std::sync::atomic::AtomicBool::new(false),
             _dir_lock: dir_lock,
         });
-        let frames = recovery::recover(&shared, found)?;
+        // In-doubt XA state: xa.log's records, then the log's XA records after its LSN.
+        let snapshot = xalog::read(fs.as_ref(), dir)?;
+        shared
+            .xa_file_exists
+            .store(snapshot.is_some(), std::sync::atomic::Ordering::Release);
+        let xa_lsn = snapshot.as_ref().map_or(sb.checkpoint_lsn, |s| s.lsn);
+        if xa_lsn < sb.checkpoint_lsn {
+            return Err(Error::corruption(
+                xalog::XA_LOG,
+                "header",
+                format!(
+                    "reflects LSN {xa_lsn}, older than page.db's checkpoint {}",
+                    sb.checkpoint_lsn
+                ),
+            ));
+        }
+        let mut xa = snapshot.map(|s| s.records).unwrap_or_default();
+        let frames = recovery::recover(&shared, found, xa_lsn, &mut xa)?;
         shared.counters.lock().recovered_frames = frames;
+        *shared.xa_recovered.lock() = xa;
         // Every open ends recovery with a checkpoint: page.db then reflects the whole log,
         // and the log starts a new generation, so no stale frame is ever continued.
         shared.checkpoint(false)?;
@@ -427,6 +462,18 @@ impl Kernel {
             pages_free: self.shared.pagedb.free_pages(),
             page_size: self.shared.pagedb.page_size(),
         }
+    }
+
+    /// The XA records recovered at open (xa.log's, then the log's), in order; the XA layer
+    /// folds them into its in-doubt set. Returns them once.
+    pub fn take_recovered_xa(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.shared.xa_recovered.lock())
+    }
+
+    /// Installs what checkpoints save to `xa.log` (the in-doubt XA records). Until then a
+    /// checkpoint saves the records recovered at open.
+    pub fn set_xa_source(&self, source: XaSource) {
+        *self.shared.xa_source.lock() = Some(source);
     }
 
     /// Free page ids of page.db (for checks).

@@ -40,6 +40,8 @@ pub struct WriteTxn<'a> {
     allocated: BTreeSet<PageId>,
     freed: BTreeSet<PageId>,
     roots: [Option<PageId>; ROOT_SLOTS],
+    /// Opaque XA records logged with this commit.
+    xa: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for WriteTxn<'_> {
@@ -65,6 +67,7 @@ impl<'a> WriteTxn<'a> {
             allocated: BTreeSet::new(),
             freed: BTreeSet::new(),
             roots: [None; ROOT_SLOTS],
+            xa: Vec::new(),
         };
         shared.poison.check()?;
         Ok(txn)
@@ -155,6 +158,13 @@ impl<'a> WriteTxn<'a> {
         Ok(())
     }
 
+    /// Logs an opaque XA record atomically with this commit (a prepare or a resolution);
+    /// recovery returns it through `Kernel::take_recovered_xa` until a checkpoint folds it
+    /// into `xa.log`.
+    pub fn attach_xa(&mut self, record: Vec<u8>) {
+        self.xa.push(record);
+    }
+
     /// The root of `slot` as this transaction sees it.
     pub fn root(&self, slot: usize) -> PageId {
         match (self.roots.get(slot), self.writer.as_ref()) {
@@ -195,6 +205,7 @@ impl<'a> WriteTxn<'a> {
             }
         }
         recs.extend(self.freed.iter().map(|&p| Record::Free(p)));
+        recs.extend(self.xa.iter().map(|x| Record::Xa(x.clone())));
         recs
     }
 

@@ -20,6 +20,7 @@ mod check;
 mod index;
 mod txn;
 mod types;
+mod xa;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,6 +41,9 @@ use index::{IndexValue, VALUE_LEN};
 
 pub use txn::Transaction;
 pub use types::{Entry, Message, NewMessage, QueueInfo};
+#[doc(hidden)]
+pub use xa::fuzz_xa;
+pub use xa::Xid;
 
 /// One queue as the store keeps it in memory.
 #[derive(Debug, Clone)]
@@ -66,6 +70,8 @@ pub(crate) struct Engine {
     /// (queue id, key) -> id of the transaction that removes or updates it.
     pub(crate) locks: Mutex<HashMap<(u64, u64), u64>>,
     pub(crate) next_txn: AtomicU64,
+    /// Prepared XA transactions still in doubt.
+    pub(crate) in_doubt: xa::InDoubt,
 }
 
 pub(crate) struct Inner {
@@ -144,14 +150,20 @@ impl Store {
         config.validate()?;
         let kernel = Kernel::open_with(fs, path, &config, options)?;
         let catalog = load_catalog(&kernel)?;
+        let in_doubt: xa::InDoubt = Arc::new(Mutex::new(HashMap::new()));
+        let engine = Engine {
+            kernel,
+            catalog: Mutex::new(catalog),
+            locks: Mutex::new(HashMap::new()),
+            next_txn: AtomicU64::new(1),
+            in_doubt: in_doubt.clone(),
+        };
+        let restored = xa::restore(&engine, engine.kernel.take_recovered_xa())?;
+        *in_doubt.lock() = restored;
+        engine.kernel.set_xa_source(xa::source(in_doubt));
         Ok(Store {
             inner: Arc::new(Inner {
-                engine: RwLock::new(Some(Engine {
-                    kernel,
-                    catalog: Mutex::new(catalog),
-                    locks: Mutex::new(HashMap::new()),
-                    next_txn: AtomicU64::new(1),
-                })),
+                engine: RwLock::new(Some(engine)),
                 config,
             }),
         })

@@ -18,9 +18,10 @@ use crate::kernel::WriteTxn;
 use crate::log::Durability;
 use crate::records;
 use crate::store::types::NewMessage;
+use crate::store::xa::{encode_prepare, Prepared, Xid};
 
-#[derive(Debug)]
-enum Op {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
     Insert {
         queue: String,
         queue_id: u64,
@@ -214,48 +215,59 @@ impl Transaction {
             return Ok(());
         }
         let mut tx = e.kernel.begin()?;
-        // Working copies of the metadata of every queue touched, by name.
-        let mut metas: HashMap<String, (QueueMeta, catalog::Slot)> = HashMap::new();
+        let metas = stage(e, &mut tx, &self.ops, false)?;
+        tx.commit_then(durability, || install(e, metas))?;
+        Ok(())
+    }
+
+    /// Prepares the transaction for two-phase commit under `xid`: its operations and the
+    /// xid become durable in one atomic step; nothing is visible until
+    /// [`Store::commit_prepared`]; the messages it removes or updates stay locked until it
+    /// is resolved, also across restarts. `XidExists` if `xid` is already in doubt.
+    pub fn prepare(mut self, xid: Xid) -> Result<()> {
+        self.done = true;
+        let store = self.store.clone();
+        let e = store.engine()?;
+        let r = self.prepare_in(&e, xid);
+        if r.is_err() {
+            self.release(&e);
+        }
+        r
+    }
+
+    fn prepare_in(&mut self, e: &Engine, xid: Xid) -> Result<()> {
+        let mut tx = e.kernel.begin()?;
+        if e.in_doubt.lock().contains_key(&xid) {
+            return Err(Error::XidExists {
+                xid: format!("{xid:?}"),
+            });
+        }
         {
             let cat = e.catalog.lock();
             for op in &self.ops {
                 let (name, id) = op_queue(op);
-                if metas.contains_key(name) {
-                    continue;
-                }
-                match cat.queues.get(name) {
-                    Some(q) if q.meta.id == id => {
-                        let mut meta = q.meta.clone();
-                        meta.next_key = meta.next_key.max(q.next_key.load(Ordering::Acquire));
-                        metas.insert(name.to_string(), (meta, q.slot));
-                    }
-                    _ => {
-                        return Err(Error::QueueNotFound {
-                            queue: name.to_string(),
-                        })
-                    }
+                if !cat.queues.get(name).is_some_and(|q| q.meta.id == id) {
+                    return Err(Error::QueueNotFound {
+                        queue: name.to_string(),
+                    });
                 }
             }
         }
-        for op in &self.ops {
-            let (name, _) = op_queue(op);
-            let Some((meta, _)) = metas.get_mut(name) else {
-                continue;
-            };
-            apply_op(&mut tx, meta, op)?;
+        tx.attach_xa(encode_prepare(&xid, &self.ops));
+        let prepared = Prepared {
+            txn_id: self.id,
+            ops: std::mem::take(&mut self.ops),
+            locked: std::mem::take(&mut self.locked),
+        };
+        let locked = prepared.locked.clone();
+        let r = tx.commit_then(Durability::Sync, || {
+            e.in_doubt.lock().insert(xid, prepared);
+        });
+        if r.is_err() {
+            // Not prepared: the locks go back to this transaction, which releases them.
+            self.locked = locked;
         }
-        for (meta, slot) in metas.values() {
-            catalog::write(&mut tx, *slot, meta)?;
-        }
-        tx.commit_then(durability, || {
-            let mut cat = e.catalog.lock();
-            for (name, (meta, _)) in metas {
-                if let Some(q) = cat.queues.get_mut(&name) {
-                    q.meta = meta;
-                }
-            }
-        })?;
-        Ok(())
+        r.map(|_| ())
     }
 
     /// Discards every operation.
@@ -289,7 +301,65 @@ impl Drop for Transaction {
     }
 }
 
-fn op_queue(op: &Op) -> (&str, u64) {
+/// Working copies of the catalog entries of the queues a commit touches, by name.
+pub(crate) type Metas = HashMap<String, (QueueMeta, catalog::Slot)>;
+
+/// Applies `ops` to the kernel transaction (indexes, records, catalog entries) and returns
+/// the new catalog entries to install when the commit applies. With `skip_missing`, ops on
+/// queues deleted since are dropped (resolving a prepared transaction) instead of failing.
+pub(crate) fn stage(
+    e: &Engine,
+    tx: &mut WriteTxn<'_>,
+    ops: &[Op],
+    skip_missing: bool,
+) -> Result<Metas> {
+    let mut metas = Metas::new();
+    let mut live = Vec::with_capacity(ops.len());
+    {
+        let cat = e.catalog.lock();
+        for op in ops {
+            let (name, id) = op_queue(op);
+            match cat.queues.get(name) {
+                Some(q) if q.meta.id == id => {
+                    if !metas.contains_key(name) {
+                        let mut meta = q.meta.clone();
+                        meta.next_key = meta.next_key.max(q.next_key.load(Ordering::Acquire));
+                        metas.insert(name.to_string(), (meta, q.slot));
+                    }
+                    live.push(op);
+                }
+                _ if skip_missing => {}
+                _ => {
+                    return Err(Error::QueueNotFound {
+                        queue: name.to_string(),
+                    })
+                }
+            }
+        }
+    }
+    for op in live {
+        let (name, _) = op_queue(op);
+        if let Some((meta, _)) = metas.get_mut(name) {
+            apply_op(tx, meta, op)?;
+        }
+    }
+    for (meta, slot) in metas.values() {
+        catalog::write(tx, *slot, meta)?;
+    }
+    Ok(metas)
+}
+
+/// Installs staged catalog entries (called while the commit applies).
+pub(crate) fn install(e: &Engine, metas: Metas) {
+    let mut cat = e.catalog.lock();
+    for (name, (meta, _)) in metas {
+        if let Some(q) = cat.queues.get_mut(&name) {
+            q.meta = meta;
+        }
+    }
+}
+
+pub(crate) fn op_queue(op: &Op) -> (&str, u64) {
     match op {
         Op::Insert {
             queue, queue_id, ..
