@@ -77,6 +77,61 @@ fn mutated_logs_never_panic() {
     }
 }
 
+#[test]
+fn decode_xa_corpus_replays_without_panic() {
+    let n = replay("decode_xa", stowage::fuzz_xa);
+    assert!(n >= 2, "the decode_xa corpus lost its seeds ({n} files)");
+}
+
+/// The xa.log of a store with two in-doubt transactions.
+fn seed_xa_log() -> Vec<u8> {
+    use stowage::kernel::OpenOptions;
+    use stowage::{NewMessage, Store, StoreConfig, Xid};
+    let sim = SimFs::new();
+    let opts = OpenOptions {
+        no_background_threads: true,
+        log_prealloc: Some(0),
+        ..OpenOptions::default()
+    };
+    let s = Store::open_with(
+        Arc::new(sim.clone()),
+        Path::new("/x"),
+        StoreConfig::default(),
+        opts,
+    )
+    .unwrap();
+    s.create_queue("q").unwrap();
+    let mut tx = s.begin();
+    let k = tx.insert("q", NewMessage::new(b"one".to_vec())).unwrap();
+    tx.commit().unwrap();
+    let mut tx = s.begin();
+    tx.insert("q", NewMessage::new(b"two".to_vec())).unwrap();
+    tx.remove("q", k).unwrap();
+    tx.prepare(Xid::new(1, b"g1", b"b").unwrap()).unwrap();
+    let mut tx = s.begin();
+    tx.insert("q", NewMessage::new(vec![7; 300]).priority(9))
+        .unwrap();
+    tx.prepare(Xid::new(2, b"g2", b"").unwrap()).unwrap();
+    s.close().unwrap();
+    sim.read_file(Path::new("/x/xa.log")).unwrap()
+}
+
+#[test]
+fn mutated_xa_logs_never_panic() {
+    let base = seed_xa_log();
+    let mut x: u64 = 0x1234_5678_9ABC_DEF1;
+    for _ in 0..2000 {
+        let mut d = base.clone();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = (x % d.len() as u64) as usize;
+        d[i] ^= (x >> 8) as u8 | 1;
+        stowage::fuzz_xa(&d);
+        stowage::fuzz_xa(&d[..i]);
+    }
+}
+
 /// A valid page.db image with live pages in two commits.
 fn seed_page_db(page_size: u32) -> Vec<u8> {
     let sim = SimFs::new();
@@ -149,4 +204,8 @@ fn regenerate_decode_pages_seeds() {
     fs::write(dir.join("seed-empty"), b"").unwrap();
     fs::write(dir.join("seed-one-commit"), seed_log_frames(1)).unwrap();
     fs::write(dir.join("seed-three-commits"), seed_log_frames(3)).unwrap();
+    let dir = corpus("decode_xa");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("seed-empty"), b"").unwrap();
+    fs::write(dir.join("seed-xa-log"), seed_xa_log()).unwrap();
 }
