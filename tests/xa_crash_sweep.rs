@@ -20,6 +20,9 @@ const DIR: &str = "/store";
 
 type Queue = BTreeMap<u64, Vec<u8>>;
 
+/// What an in-doubt transaction will do: messages it inserts, keys it removes.
+type Effects = (Vec<(u64, Vec<u8>)>, Vec<u64>);
+
 /// What the store shows, which xids are in doubt, and what it shows once every in-doubt
 /// transaction is committed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -98,7 +101,7 @@ impl Scenario for XaScenario {
         s.create_queue("q").map_err(e)?;
         let mut m = Model::default();
         // Pending effects of each in-doubt xid: inserts and removals.
-        let mut pending: BTreeMap<u8, (Vec<(u64, Vec<u8>)>, Vec<u64>)> = BTreeMap::new();
+        let mut pending: BTreeMap<u8, Effects> = BTreeMap::new();
         // Keys already claimed by an in-doubt removal (each key is removed once).
         let mut claimed: BTreeSet<u64> = BTreeSet::new();
         step(m.clone(), true);
