@@ -170,7 +170,7 @@ fn sigkill_keeps_every_acknowledged_prepare_in_doubt() {
             .collect();
         for n in &committed {
             assert!(
-                present.contains(&n.to_le_bytes().to_vec()),
+                present.contains(n.to_le_bytes().as_slice()),
                 "run {run}: committed xid {n}'s message is missing"
             );
         }
