@@ -25,6 +25,7 @@ pub mod btree;
 pub mod cache;
 pub mod catalog;
 pub mod config;
+pub mod durables;
 pub mod error;
 pub mod file;
 #[doc(hidden)]
