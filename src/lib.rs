@@ -44,6 +44,7 @@ mod store;
 pub mod xalog;
 
 pub use config::StoreConfig;
+pub use durables::DurableSubscription;
 pub use error::{Error, Result};
 pub use log::Durability;
 #[doc(hidden)]

@@ -415,3 +415,39 @@ fn deleting_a_large_queue_is_one_transaction_that_frees_every_page() {
     );
     assert_eq!(s.get("other", keep).unwrap().unwrap().payload, vec![9; 100]);
 }
+
+#[test]
+fn durable_subscriptions_through_the_store_survive_reopen() {
+    use stowage::DurableSubscription;
+    let dir = tempfile::tempdir().unwrap();
+    let d = |c: &str, n: &str| DurableSubscription {
+        client_id: c.into(),
+        name: n.into(),
+        topic: "prices".into(),
+        selector: Some("region = 'EU'".into()),
+        no_local: true,
+    };
+    {
+        let s = Store::open(dir.path(), config()).unwrap();
+        s.save_durable(&d("app$1", "../sub")).unwrap();
+        s.save_durable(&d("app", "b")).unwrap();
+        let mut replaced = d("app", "b");
+        replaced.selector = None;
+        s.save_durable(&replaced).unwrap();
+        assert!(s
+            .remove_durable("app", "nope")
+            .is_ok_and(|existed| !existed));
+        s.close().unwrap();
+    }
+    let s = Store::open(dir.path(), config()).unwrap();
+    let all = s.durables().unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|x| (x.client_id.as_str(), x.name.as_str()))
+            .collect::<Vec<_>>(),
+        [("app", "b"), ("app$1", "../sub")]
+    );
+    assert_eq!(s.durable("app", "b").unwrap().unwrap().selector, None);
+    assert!(s.remove_durable("app$1", "../sub").unwrap());
+    assert_eq!(s.durable("app$1", "../sub").unwrap(), None);
+}

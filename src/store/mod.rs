@@ -32,6 +32,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use crate::btree;
 use crate::catalog::{self, QueueMeta, Slot, CATALOG_ROOT};
 use crate::config::StoreConfig;
+use crate::durables::{DurableSubscription, Durables};
 use crate::error::{Error, Result};
 use crate::file::{FileSystem, RealFs, SimFs};
 use crate::kernel::{Kernel, OpenOptions, ReadView};
@@ -72,6 +73,8 @@ pub(crate) struct Engine {
     pub(crate) next_txn: AtomicU64,
     /// Prepared XA transactions still in doubt.
     pub(crate) in_doubt: xa::InDoubt,
+    /// The durable-subscriber files.
+    pub(crate) durables: Durables,
 }
 
 pub(crate) struct Inner {
@@ -148,7 +151,8 @@ impl Store {
         options: OpenOptions,
     ) -> Result<Store> {
         config.validate()?;
-        let kernel = Kernel::open_with(fs, path, &config, options)?;
+        let kernel = Kernel::open_with(fs.clone(), path, &config, options)?;
+        let durables = Durables::open_with(fs, path, options.bugs)?;
         let catalog = load_catalog(&kernel)?;
         let in_doubt: xa::InDoubt = Arc::new(Mutex::new(HashMap::new()));
         let engine = Engine {
@@ -157,6 +161,7 @@ impl Store {
             locks: Mutex::new(HashMap::new()),
             next_txn: AtomicU64::new(1),
             in_doubt: in_doubt.clone(),
+            durables,
         };
         let restored = xa::restore(&engine, engine.kernel.take_recovered_xa())?;
         *in_doubt.lock() = restored;
@@ -368,6 +373,26 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Saves a durable subscription (insert or replace), atomically on disk.
+    pub fn save_durable(&self, d: &DurableSubscription) -> Result<()> {
+        self.engine()?.durables.save(d)
+    }
+
+    /// The durable subscription of `client_id` named `name`, if any.
+    pub fn durable(&self, client_id: &str, name: &str) -> Result<Option<DurableSubscription>> {
+        self.engine()?.durables.get(client_id, name)
+    }
+
+    /// Every durable subscription, sorted by (client id, name).
+    pub fn durables(&self) -> Result<Vec<DurableSubscription>> {
+        self.engine()?.durables.list()
+    }
+
+    /// Removes a durable subscription; returns whether it existed.
+    pub fn remove_durable(&self, client_id: &str, name: &str) -> Result<bool> {
+        self.engine()?.durables.remove(client_id, name)
     }
 
     /// Runs a checkpoint now.
