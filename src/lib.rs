@@ -49,4 +49,7 @@ pub use error::{Error, Result};
 pub use log::Durability;
 #[doc(hidden)]
 pub use store::fuzz_xa;
-pub use store::{Entry, Message, NewMessage, QueueInfo, Store, Transaction, Xid};
+pub use store::{
+    CacheStats, CheckReport, Entry, Message, NewMessage, QueueInfo, Store, StoreStats, Transaction,
+    Xid,
+};

@@ -451,3 +451,35 @@ fn durable_subscriptions_through_the_store_survive_reopen() {
     assert!(s.remove_durable("app$1", "../sub").unwrap());
     assert_eq!(s.durable("app$1", "../sub").unwrap(), None);
 }
+
+#[test]
+fn stats_and_check_describe_the_store() {
+    let s = mem();
+    s.create_queue("a").unwrap();
+    s.create_queue("b").unwrap();
+    let mut tx = s.begin();
+    for i in 0..10u8 {
+        tx.insert("a", NewMessage::new(vec![i; 100])).unwrap();
+    }
+    tx.commit().unwrap();
+    let mut tx = s.begin();
+    tx.insert("b", NewMessage::new(vec![1; 5000])).unwrap();
+    tx.prepare(stowage::Xid::new(1, b"g", b"").unwrap())
+        .unwrap();
+    let st = s.stats();
+    assert_eq!(
+        (st.queues, st.messages, st.bytes, st.prepared),
+        (2, 10, 1000, 1)
+    );
+    assert_eq!(st.page_size, 2048);
+    assert!(st.pages_total > st.pages_free && st.file_bytes == st.pages_total * 2048);
+    assert!(st.commits >= 3 && st.cache.resident > 0);
+    let report = s.check().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(
+        (report.pages_checked, report.messages_checked),
+        (st.pages_total, 10)
+    );
+    s.close().unwrap();
+    assert!(matches!(s.check(), Err(Error::Closed)));
+}

@@ -18,6 +18,7 @@
 
 mod check;
 mod index;
+mod report;
 mod txn;
 mod types;
 mod xa;
@@ -40,6 +41,7 @@ use crate::log::Durability;
 use crate::records;
 use index::{IndexValue, VALUE_LEN};
 
+pub use report::{CacheStats, CheckReport, StoreStats};
 pub use txn::Transaction;
 pub use types::{Entry, Message, NewMessage, QueueInfo};
 #[doc(hidden)]
