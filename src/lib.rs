@@ -50,6 +50,6 @@ pub use log::Durability;
 #[doc(hidden)]
 pub use store::fuzz_xa;
 pub use store::{
-    CacheStats, CheckReport, Entry, Message, NewMessage, QueueInfo, Store, StoreStats, Transaction,
-    Xid,
+    CacheStats, CheckReport, Entry, Message, NewMessage, QueueInfo, ScanReport, Store, StoreStats,
+    Transaction, Xid,
 };

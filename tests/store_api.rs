@@ -483,3 +483,29 @@ fn stats_and_check_describe_the_store() {
     s.close().unwrap();
     assert!(matches!(s.check(), Err(Error::Closed)));
 }
+
+#[test]
+fn scan_reports_sizes_and_recommends_a_page_size_even_when_empty() {
+    let s = mem();
+    let empty = s.scan().unwrap();
+    assert_eq!((empty.messages, empty.bytes), (0, 0));
+    assert_eq!(empty.recommended_page_size, empty.current_page_size);
+    s.create_queue("q").unwrap();
+    let mut tx = s.begin();
+    for _ in 0..200 {
+        tx.insert("q", NewMessage::new(vec![0; 3000])).unwrap();
+    }
+    tx.insert("q", NewMessage::new(vec![])).unwrap();
+    tx.commit().unwrap();
+    let r = s.scan().unwrap();
+    assert_eq!((r.messages, r.bytes), (201, 600_000));
+    assert_eq!(r.histogram.iter().map(|h| h.1).sum::<u64>(), 201);
+    assert_eq!(
+        r.histogram.iter().find(|h| h.0 == 4096).map(|h| h.1),
+        Some(200)
+    );
+    // 3,000-byte payloads overflow a 2 KiB page (two pages each, 25% slack) but pack two
+    // to a 8 KiB page with little slack: the recommendation is not the 2 KiB default.
+    assert!(r.recommended_page_size > 2048, "{r:?}");
+    assert!(r.reasoning.contains("2048"), "{}", r.reasoning);
+}

@@ -19,6 +19,7 @@
 mod check;
 mod index;
 mod report;
+mod scan;
 mod txn;
 mod types;
 mod xa;
@@ -42,6 +43,7 @@ use crate::records;
 use index::{IndexValue, VALUE_LEN};
 
 pub use report::{CacheStats, CheckReport, StoreStats};
+pub use scan::ScanReport;
 pub use txn::Transaction;
 pub use types::{Entry, Message, NewMessage, QueueInfo};
 #[doc(hidden)]
