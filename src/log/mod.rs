@@ -96,6 +96,8 @@ pub struct Log {
     written: AtomicU64,
     /// The last LSN a leader took out of the buffer (it is being written or synced).
     taken: AtomicU64,
+    /// The last LSN appended (mirrors `next_lsn - 1` without the state lock).
+    appended: AtomicU64,
     /// Serialises taking the buffer and writing it, so batches land in offset order.
     write_lock: Mutex<()>,
     /// Committers that announced a frame they have not appended yet; a `Sync` leader
@@ -207,6 +209,7 @@ impl Log {
             durable: AtomicU64::new(header.base_lsn),
             written: AtomicU64::new(header.base_lsn),
             taken: AtomicU64::new(header.base_lsn),
+            appended: AtomicU64::new(header.base_lsn),
             write_lock: Mutex::new(()),
             announced: AtomicUsize::new(0),
             group_target: AtomicU64::new(1),
@@ -237,6 +240,7 @@ impl Log {
                 self.durable.store(frame.lsn, Ordering::Release);
                 self.written.store(frame.lsn, Ordering::Release);
                 self.taken.store(frame.lsn, Ordering::Release);
+                self.appended.store(frame.lsn, Ordering::Release);
                 each(frame)
             },
         )?;
@@ -275,6 +279,7 @@ impl Log {
         self.durable.store(base_lsn, Ordering::Release);
         self.written.store(base_lsn, Ordering::Release);
         self.taken.store(base_lsn, Ordering::Release);
+        self.appended.store(base_lsn, Ordering::Release);
         Ok(())
     }
 
@@ -290,6 +295,7 @@ impl Log {
         let mut st = self.state.lock();
         let lsn = st.next_lsn;
         st.next_lsn += 1;
+        self.appended.store(lsn, Ordering::Release);
         let generation = st.generation;
         let synced = self.durable.load(Ordering::Acquire);
         encode_frame(&mut st.buf, generation, kind, lsn, synced, payload);
@@ -381,7 +387,8 @@ impl Log {
     fn wait_for_group(&self) {
         let target = self.group_target.load(Ordering::Acquire);
         let buffered = |log: &Log| {
-            log.last_lsn()
+            log.appended
+                .load(Ordering::Acquire)
                 .saturating_sub(log.taken.load(Ordering::Acquire))
         };
         let gathering =
@@ -389,6 +396,8 @@ impl Log {
         if !gathering(self) {
             return;
         }
+        // Measured: also stopping once no frame arrived for 40 us split the groups (4-7
+        // instead of 8-15) and lost throughput, so the only bound is GROUP_WAIT.
         let deadline = Instant::now() + GROUP_WAIT;
         while gathering(self) && Instant::now() < deadline {
             std::thread::yield_now();
