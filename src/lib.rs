@@ -40,6 +40,7 @@ pub mod records;
 mod recovery;
 pub mod redo;
 mod store;
+pub mod swap;
 
 pub use config::StoreConfig;
 pub use error::{Error, Result};
