@@ -41,6 +41,7 @@ pub mod records;
 mod recovery;
 pub mod redo;
 mod store;
+pub mod swap;
 pub mod xalog;
 
 pub use config::StoreConfig;
