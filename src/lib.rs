@@ -54,3 +54,4 @@ pub use store::{
     CacheStats, CheckReport, Entry, Message, NewMessage, QueueInfo, ScanReport, Store, StoreStats,
     Transaction, Xid,
 };
+pub use swap::{SwapPointer, SwapQueue, SwapRecord};

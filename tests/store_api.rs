@@ -509,3 +509,46 @@ fn scan_reports_sizes_and_recommends_a_page_size_even_when_empty() {
     assert!(r.recommended_page_size > 2048, "{r:?}");
     assert!(r.reasoning.contains("2048"), "{}", r.reasoning);
 }
+
+#[test]
+fn swap_queues_through_the_store_never_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), config()).unwrap();
+        let mut q = s.swap_queue("np").unwrap();
+        assert!(matches!(
+            s.swap_queue("np"),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let p = q.append(b"volatile", 2).unwrap();
+        q.update_delivery_count(p, 3).unwrap();
+        let r = q.read(p).unwrap();
+        assert_eq!(
+            (r.payload.as_slice(), r.delivery_count),
+            (&b"volatile"[..], 3)
+        );
+        let p2 = q.append(&[7; 5000], 0).unwrap();
+        q.remove(p).unwrap();
+        assert_eq!(q.read(p2).unwrap().payload, vec![7; 5000]);
+        assert!(q.file_count() >= 1);
+        // Left open at close (the process "forgets" it): the next open deletes the files.
+        std::mem::forget(q);
+        s.close().unwrap();
+    }
+    let s = Store::open(dir.path(), config()).unwrap();
+    assert!(std::fs::read_dir(dir.path().join("swap"))
+        .unwrap()
+        .next()
+        .is_none());
+    let mut q = s.swap_queue("np").unwrap();
+    assert_eq!(q.file_count(), 0);
+    q.append(b"x", 0).unwrap();
+    drop(q);
+    assert!(
+        std::fs::read_dir(dir.path().join("swap"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "drop deletes the files"
+    );
+}

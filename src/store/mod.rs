@@ -40,6 +40,7 @@ use crate::file::{FileSystem, RealFs, SimFs};
 use crate::kernel::{Kernel, OpenOptions, ReadView};
 use crate::log::Durability;
 use crate::records;
+use crate::swap::{SwapDir, SwapQueue};
 use index::{IndexValue, VALUE_LEN};
 
 pub use report::{CacheStats, CheckReport, StoreStats};
@@ -79,6 +80,8 @@ pub(crate) struct Engine {
     pub(crate) in_doubt: xa::InDoubt,
     /// The durable-subscriber files.
     pub(crate) durables: Durables,
+    /// The swap files of non-persistent queues (emptied at open).
+    pub(crate) swap: SwapDir,
 }
 
 pub(crate) struct Inner {
@@ -156,7 +159,8 @@ impl Store {
     ) -> Result<Store> {
         config.validate()?;
         let kernel = Kernel::open_with(fs.clone(), path, &config, options)?;
-        let durables = Durables::open_with(fs, path, options.bugs)?;
+        let durables = Durables::open_with(fs.clone(), path, options.bugs)?;
+        let swap = SwapDir::open(fs, path, config.swap_roll_over_size)?;
         let catalog = load_catalog(&kernel)?;
         let in_doubt: xa::InDoubt = Arc::new(Mutex::new(HashMap::new()));
         let engine = Engine {
@@ -166,6 +170,7 @@ impl Store {
             next_txn: AtomicU64::new(1),
             in_doubt: in_doubt.clone(),
             durables,
+            swap,
         };
         let restored = xa::restore(&engine, engine.kernel.take_recovered_xa())?;
         *in_doubt.lock() = restored;
@@ -397,6 +402,12 @@ impl Store {
     /// Removes a durable subscription; returns whether it existed.
     pub fn remove_durable(&self, client_id: &str, name: &str) -> Result<bool> {
         self.engine()?.durables.remove(client_id, name)
+    }
+
+    /// The swap file set of a non-persistent queue (one per name at a time); dropping it
+    /// deletes its files. Swap files never survive a restart.
+    pub fn swap_queue(&self, name: &str) -> Result<SwapQueue> {
+        self.engine()?.swap.queue(name)
     }
 
     /// Runs a checkpoint now.

@@ -263,10 +263,12 @@ pub fn run(args: &BenchArgs) -> Res<()> {
     let ckpt = commits(&args.dir, 8, n, Some(200))?;
     let scale = if args.quick { 10 } else { 1 };
     let exe = std::env::current_exe()?;
-    let work = if args.no_workloads {
-        Vec::new()
+    let (work, w7) = if args.no_workloads {
+        (Vec::new(), None)
     } else {
-        crate::workloads::all(&args.dir, scale, &exe)?
+        let work = crate::workloads::all(&args.dir, scale, &exe)?;
+        let d = crate::workloads::scratch(&args.dir, "w7")?;
+        (work, Some(crate::swap_bench::w7(&d.0, 1_000_000 / scale)?))
     };
     if args.json {
         let row = |r: &CommitResult| {
@@ -285,10 +287,15 @@ pub fn run(args: &BenchArgs) -> Res<()> {
                 )
             })
             .collect();
-        println!("{{\"workloads\":[{}]}}", w.join(","));
+        let w7 = w7.as_ref().map_or("null".to_string(), |f| {
+            format!(
+                "{{\"count\":{},\"appends_per_sec\":{:.0},\"append_mib_per_sec\":{:.1},\"drains_per_sec\":{:.0}}}",
+                f.count, f.appends_per_sec, f.append_mib_per_sec, f.drains_per_sec
+            )
+        });
         println!(
-            "{{\"device\":{{\"append_fdatasync_4k_per_sec\":{append:.0},\"overwrite_fdatasync_4k_per_sec\":{overwrite:.0},\"overwrite_fdatasync_4k_8_threads_per_sec\":{overwrite8:.0}}},\"sync_commits_1\":{},\"sync_commits_8\":{},\"sync_commits_8_with_checkpoints\":{}}}",
-            row(&one), row(&eight), row(&ckpt)
+            "{{\"device\":{{\"append_fdatasync_4k_per_sec\":{append:.0},\"overwrite_fdatasync_4k_per_sec\":{overwrite:.0},\"overwrite_fdatasync_4k_8_threads_per_sec\":{overwrite8:.0}}},\"sync_commits_1\":{},\"sync_commits_8\":{},\"sync_commits_8_with_checkpoints\":{},\"workloads\":[{}],\"w7\":{w7}}}",
+            row(&one), row(&eight), row(&ckpt), w.join(",")
         );
         return Ok(());
     }
@@ -337,6 +344,11 @@ pub fn run(args: &BenchArgs) -> Res<()> {
             "  W1 / device overwrite = {:.2}",
             work[0].per_sec / overwrite
         );
+    }
+    if let Some(w7) = &w7 {
+        println!();
+        println!("W7 swap:");
+        println!("{w7}");
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! scan, shrink, backup, restore, stats, dump) join it as the engine grows them.
 
 mod bench;
+mod swap_bench;
 mod workloads;
 
 use clap::{Parser, Subcommand};
