@@ -345,7 +345,7 @@ impl Log {
         let mut rounds = 0;
         loop {
             let mut done = FlushDone::default();
-            let r = self.lead_flush(&mut done, sync);
+            let r = self.lead_flush(&mut done, sync, rounds > 0);
             let mut f = self.flush_lock.lock();
             f.writes += done.writes;
             f.syncs += done.syncs;
@@ -384,8 +384,14 @@ impl Log {
     /// most `GROUP_WAIT`) while announced frames are still coming, or while fewer frames
     /// are buffered than recent groups held (committers just released by the previous
     /// sync are on their way back). A lone committer never waits.
-    fn wait_for_group(&self) {
-        let target = self.group_target.load(Ordering::Acquire);
+    fn wait_for_group(&self, continued: bool) {
+        // A leader in a continued round is not committing, so the recent group size
+        // (which counted it) can never be reached: wait only for announced frames.
+        let target = if continued {
+            0
+        } else {
+            self.group_target.load(Ordering::Acquire)
+        };
         let buffered = |log: &Log| {
             log.appended
                 .load(Ordering::Acquire)
@@ -410,9 +416,9 @@ impl Log {
     }
 
     /// The leader's work: write the whole buffer in one call, then sync once.
-    fn lead_flush(&self, done: &mut FlushDone, sync: bool) -> Result<()> {
+    fn lead_flush(&self, done: &mut FlushDone, sync: bool, continued: bool) -> Result<()> {
         if sync {
-            self.wait_for_group();
+            self.wait_for_group(continued);
         }
         let last = {
             // Batches are taken and written in offset order, one at a time; the sync that
