@@ -8,16 +8,16 @@
 //! allocates a page filled with `n`, and frees the page of commit `n - RING`: commits,
 //! growth, frees and (with a 1 MiB checkpoint size) checkpoints all run while killed.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+
+mod support;
 
 use stowage::file::RealFs;
 use stowage::kernel::Kernel;
 use stowage::page::{PageId, PageType};
 use stowage::{Durability, StoreConfig};
+use support::kill;
 
 const CHILD_ENV: &str = "STOWAGE_KILL_CHILD_DIR";
 const RING: usize = 32;
@@ -141,48 +141,21 @@ fn sigkill_while_committing_loses_no_acknowledged_commit() {
         child(Path::new(&dir));
     }
     let dir = tempfile::tempdir().unwrap();
-    // STOWAGE_KILL_SEED replays a run's kill timings.
-    let seed = std::env::var("STOWAGE_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-            now.map(|d| d.as_nanos() as u64).unwrap_or(1)
-        });
-    let mut x = seed | 1;
-    println!("process-kill seed {seed}");
+    let mut delays = kill::Delays::from_env();
     let mut total = 0;
     for run in 0..RUNS {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "sigkill_while_committing_loses_no_acknowledged_commit",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let delay = Duration::from_millis(30 + x % 300);
-        let out = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = 0u64;
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("ACK ") {
-                    last = n.trim().parse().unwrap();
-                }
-            }
-            last
-        });
-        std::thread::sleep(delay);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let acked = reader.join().unwrap();
+        let delay = delays.next(30, 300);
+        let lines = kill::run_and_kill(
+            "sigkill_while_committing_loses_no_acknowledged_commit",
+            &[(CHILD_ENV, dir.path().display().to_string())],
+            delay,
+        );
+        let acked = kill::parse(&lines)
+            .into_iter()
+            .filter(|(w, _)| w == "ACK")
+            .map(|(_, n)| n)
+            .max()
+            .unwrap_or(0);
         let n = verify(dir.path(), acked);
         println!("run {run}: killed after {delay:?}, acked {acked}, store has {n}");
         total = n;

@@ -5,12 +5,12 @@
 //! accounting is intact. 20 runs continue one store.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+
+mod support;
 
 use stowage::{Durability, NewMessage, Store, StoreConfig};
+use support::kill;
 
 const CHILD_ENV: &str = "STOWAGE_STORE_KILL_DIR";
 const RUNS: usize = 20;
@@ -70,55 +70,18 @@ fn sigkill_while_publishing_and_consuming_loses_nothing_acknowledged() {
         child(Path::new(&dir));
     }
     let dir = tempfile::tempdir().unwrap();
-    let seed = std::env::var("STOWAGE_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    println!("process-kill seed {seed}");
-    let mut x = seed | 1;
+    let mut delays = kill::Delays::from_env();
     let mut published = BTreeSet::new();
     let mut deleted = BTreeSet::new();
     for run in 0..RUNS {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "sigkill_while_publishing_and_consuming_loses_nothing_acknowledged",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let delay = Duration::from_millis(40 + x % 300);
-        let out = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let Some((what, k)) = line.split_once(' ') else {
-                    continue;
-                };
-                let Ok(k) = k.trim().parse::<u64>() else {
-                    continue;
-                };
-                acks.push((what.to_string(), k));
-            }
-            acks
-        });
-        std::thread::sleep(delay);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let delay = delays.next(40, 300);
+        let lines = kill::run_and_kill(
+            "sigkill_while_publishing_and_consuming_loses_nothing_acknowledged",
+            &[(CHILD_ENV, dir.path().display().to_string())],
+            delay,
+        );
         let mut in_flight = BTreeSet::new();
-        for (what, k) in reader.join().unwrap() {
+        for (what, k) in kill::parse(&lines) {
             match what.as_str() {
                 "PUB" => {
                     published.insert(k);

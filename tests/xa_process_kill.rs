@@ -4,12 +4,12 @@
 //! was acknowledged (or was in flight), and an acknowledged commit's message is present.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+
+mod support;
 
 use stowage::{NewMessage, Store, StoreConfig, Xid};
+use support::kill;
 
 const CHILD_ENV: &str = "STOWAGE_XA_KILL_DIR";
 const RUNS: usize = 12;
@@ -75,50 +75,23 @@ fn sigkill_keeps_every_acknowledged_prepare_in_doubt() {
         child(Path::new(&dir));
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut x: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-        | 1;
-    println!("xa process-kill seed {x}");
+    let mut delays = kill::Delays::from_env();
     let mut prepared = BTreeSet::new();
     let mut resolved = BTreeSet::new();
     let mut committed = BTreeSet::new();
     let mut next = 0u64;
     for run in 0..RUNS {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "sigkill_keeps_every_acknowledged_prepare_in_doubt",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env("STOWAGE_XA_NEXT", next.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let delay = Duration::from_millis(40 + x % 250);
-        let out = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| {
-                    let (w, n) = l.split_once(' ')?;
-                    Some((w.to_string(), n.trim().parse::<u64>().ok()?))
-                })
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(delay);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let delay = delays.next(40, 250);
+        let lines = kill::run_and_kill(
+            "sigkill_keeps_every_acknowledged_prepare_in_doubt",
+            &[
+                (CHILD_ENV, dir.path().display().to_string()),
+                ("STOWAGE_XA_NEXT", next.to_string()),
+            ],
+            delay,
+        );
         let mut in_flight = BTreeSet::new();
-        for (w, n) in reader.join().unwrap() {
+        for (w, n) in kill::parse(&lines) {
             next = next.max(n);
             match w.as_str() {
                 "PREP" => {

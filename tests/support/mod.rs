@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod kill;
+
 use std::fmt::Debug;
 use std::sync::Arc;
 
