@@ -341,19 +341,13 @@ impl Store {
         let e = self.engine()?;
         let mut view = e.kernel.read_view()?;
         let root = index_root(&e, queue)?;
-        let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
         if limit == 0 {
             return Ok(Vec::new());
         }
-        btree::range(&mut view, root, VALUE_LEN, from, limit, |k, v| {
-            found.push((k, v.to_vec()))
-        })?;
+        let found = index_range(&mut view, queue, root, from, limit)?;
         found
             .into_iter()
-            .map(|(k, v)| {
-                let iv = IndexValue::decode(queue, k, &v)?;
-                load_message(&mut view, k, iv)
-            })
+            .map(|(k, iv)| load_message(&mut view, k, iv))
             .collect()
     }
 
@@ -363,25 +357,19 @@ impl Store {
         let e = self.engine()?;
         let mut view = e.kernel.read_view()?;
         let root = index_root(&e, queue)?;
-        let mut raw = Vec::new();
         if limit == 0 {
             return Ok(Vec::new());
         }
-        btree::range(&mut view, root, VALUE_LEN, from, limit, |k, v| {
-            raw.push((k, v.to_vec()))
-        })?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                let iv = IndexValue::decode(queue, k, &v)?;
-                Ok(Entry {
-                    key: k,
-                    priority: iv.priority,
-                    delivery_count: iv.delivery_count,
-                    expiration: iv.expiration,
-                    size: u64::from(iv.size),
-                })
+        Ok(index_range(&mut view, queue, root, from, limit)?
+            .into_iter()
+            .map(|(k, iv)| Entry {
+                key: k,
+                priority: iv.priority,
+                delivery_count: iv.delivery_count,
+                expiration: iv.expiration,
+                size: u64::from(iv.size),
             })
-            .collect()
+            .collect())
     }
 
     /// Saves a durable subscription (insert or replace), atomically on disk.
@@ -441,6 +429,35 @@ fn index_root(e: &Engine, queue: &str) -> Result<crate::page::PageId> {
         .ok_or_else(|| Error::QueueNotFound {
             queue: queue.to_string(),
         })
+}
+
+/// Decoded index entries with keys `>= from`, at most `limit` (no allocation per entry).
+fn index_range(
+    view: &mut ReadView<'_>,
+    queue: &str,
+    root: crate::page::PageId,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, IndexValue)>> {
+    let mut out = Vec::with_capacity(limit.min(4096));
+    let mut bad = None;
+    btree::range(
+        view,
+        root,
+        VALUE_LEN,
+        from,
+        limit,
+        |k, v| match IndexValue::decode(queue, k, v) {
+            Ok(iv) => out.push((k, iv)),
+            Err(e) => {
+                bad.get_or_insert(e);
+            }
+        },
+    )?;
+    match bad {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 fn load_message(view: &mut ReadView<'_>, key: u64, iv: IndexValue) -> Result<Message> {
