@@ -22,6 +22,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod btree;
+mod bytes;
 pub mod cache;
 pub mod catalog;
 pub mod config;

@@ -9,8 +9,7 @@
 //! the frame. Decoding checks every length against the bytes present and never allocates
 //! from a length it has not checked.
 
-use byteorder::{ByteOrder, LittleEndian as LE};
-
+use crate::bytes::ByteReader;
 use crate::error::{Error, Result};
 use crate::log::frame::LOG_FILE;
 use crate::page::{Lsn, PageId, PAGE_HEADER_LEN, ROOT_SLOTS};
@@ -110,50 +109,14 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
     out
 }
 
-struct Cursor<'a> {
-    b: &'a [u8],
-    at: usize,
-    lsn: Lsn,
-}
-
-impl<'a> Cursor<'a> {
-    fn bad(&self, detail: impl Into<String>) -> Error {
-        Error::corruption(
-            LOG_FILE,
-            format!("frame {} byte {}", self.lsn, self.at),
-            detail,
-        )
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| self.bad(format!("record needs {n} bytes past the end of the frame")))?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(LE::read_u32(self.take(4)?))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(LE::read_u64(self.take(8)?))
-    }
-}
-
 /// Decodes a commit payload of the frame with LSN `lsn` for pages of `page_size` bytes.
 pub fn decode(payload: &[u8], lsn: Lsn, page_size: usize) -> Result<Vec<Record>> {
-    let mut c = Cursor {
-        b: payload,
-        at: 0,
-        lsn,
+    let err = |at: usize, detail: String| {
+        Error::corruption(LOG_FILE, format!("frame {lsn} byte {at}"), detail)
     };
+    let mut c = ByteReader::new(payload, &err);
     let mut out = Vec::new();
-    while c.at < payload.len() {
+    while !c.at_end() {
         let tag = c.u8()?;
         let r = match tag {
             T_PAGE_COUNT => Record::PageCount(c.u64()?),

@@ -21,11 +21,11 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use byteorder::{ByteOrder, LittleEndian as LE};
 use parking_lot::Mutex;
 
 use super::txn::{install, stage, Op};
 use super::{Engine, Store};
+use crate::bytes::ByteReader;
 use crate::error::{Error, Result};
 use crate::log::Durability;
 use crate::store::types::NewMessage;
@@ -189,61 +189,30 @@ pub(crate) enum XaRecord {
     Resolve(Xid),
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+fn string(r: &mut ByteReader<'_>) -> Result<String> {
+    let b = r.bytes()?;
+    String::from_utf8(b.to_vec()).map_err(|_| r.bad("queue name is not UTF-8"))
 }
 
-impl<'a> Reader<'a> {
-    fn bad(&self, d: &str) -> Error {
-        Error::corruption(XA_LOG, format!("XA record byte {}", self.at), d)
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| self.bad("field past the end of the record"))?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(LE::read_u32(self.take(4)?))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(LE::read_u64(self.take(8)?))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-    fn string(&mut self) -> Result<String> {
-        let b = self.bytes()?;
-        String::from_utf8(b.to_vec()).map_err(|_| self.bad("queue name is not UTF-8"))
-    }
-    fn xid(&mut self) -> Result<Xid> {
-        let format_id = LE::read_i32(self.take(4)?);
-        let g = self.bytes()?;
-        let q = self.bytes()?;
-        Xid::new(format_id, g, q).map_err(|_| self.bad("invalid xid"))
-    }
+fn xid(r: &mut ByteReader<'_>) -> Result<Xid> {
+    let format_id = r.i32()?;
+    let g = r.bytes()?;
+    let q = r.bytes()?;
+    Xid::new(format_id, g, q).map_err(|_| r.bad("invalid xid"))
 }
 
 /// Decodes an XA record; damage is `Error::Corruption`.
 pub(crate) fn decode(b: &[u8]) -> Result<XaRecord> {
-    let mut r = Reader { b, at: 0 };
+    let err = |at: usize, d: String| Error::corruption(XA_LOG, format!("XA record byte {at}"), d);
+    let mut r = ByteReader::new(b, &err);
     let rec = match r.u8()? {
         REC_PREPARE => {
-            let xid = r.xid()?;
+            let xid = xid(&mut r)?;
             let n = r.u32()?;
             let mut ops = Vec::new();
             for _ in 0..n {
                 let tag = r.u8()?;
-                let queue = r.string()?;
+                let queue = string(&mut r)?;
                 let queue_id = r.u64()?;
                 let key = r.u64()?;
                 ops.push(match tag {
@@ -276,10 +245,10 @@ pub(crate) fn decode(b: &[u8]) -> Result<XaRecord> {
             }
             XaRecord::Prepare(xid, ops)
         }
-        REC_RESOLVE => XaRecord::Resolve(r.xid()?),
+        REC_RESOLVE => XaRecord::Resolve(xid(&mut r)?),
         _ => return Err(r.bad("unknown XA record type")),
     };
-    if r.at != b.len() {
+    if !r.at_end() {
         return Err(r.bad("trailing bytes"));
     }
     Ok(rec)

@@ -54,29 +54,36 @@ fn scratch(base: &Path, name: &str) -> Res<Scratch> {
 }
 
 /// 4 KiB writes + fdatasync per second: appending to a new file, or overwriting a
-/// preallocated, zero-filled one; `threads` threads on their own files.
+/// preallocated, zero-filled one; `threads` threads on their own files. The zero-fill is
+/// done before the clock starts (all threads meet at a barrier).
 fn device_rate(base: &Path, overwrite: bool, threads: usize, n: usize) -> Res<f64> {
     let dir = scratch(base, if overwrite { "overwrite" } else { "append" })?;
-    let start = Instant::now();
+    let ready = Arc::new(std::sync::Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let path = dir.0.join(format!("f{t}"));
+            let ready = ready.clone();
             std::thread::spawn(move || -> std::io::Result<()> {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .truncate(true)
-                    .read(true)
-                    .write(true)
-                    .open(&path)?;
-                let block = vec![0xA5u8; 4096];
-                if overwrite {
-                    let zeros = vec![0u8; 1 << 20];
-                    let total = (n as u64 * 4096).div_ceil(1 << 20);
-                    for i in 0..total {
-                        f.write_all_at(&zeros, i << 20)?;
+                let prepared = (|| {
+                    let f = OpenOptions::new()
+                        .create(true)
+                        .truncate(true)
+                        .read(true)
+                        .write(true)
+                        .open(&path)?;
+                    if overwrite {
+                        let zeros = vec![0u8; 1 << 20];
+                        for i in 0..(n as u64 * 4096).div_ceil(1 << 20) {
+                            f.write_all_at(&zeros, i << 20)?;
+                        }
+                        f.sync_all()?;
                     }
-                    f.sync_all()?;
-                }
+                    Ok::<_, std::io::Error>(f)
+                })();
+                // Meet the others even after an error, so nobody waits forever.
+                ready.wait();
+                let f = prepared?;
+                let block = vec![0xA5u8; 4096];
                 for i in 0..n {
                     f.write_all_at(&block, i as u64 * 4096)?;
                     f.sync_data()?;
@@ -85,47 +92,13 @@ fn device_rate(base: &Path, overwrite: bool, threads: usize, n: usize) -> Res<f6
             })
         })
         .collect();
-    // Preallocation is not measured: restart the clock once the threads are writing is not
-    // possible without coordination, so time only the sync loop by subtracting a
-    // preallocation-only run.
-    for h in handles {
-        h.join().map_err(|_| "device thread panicked")??;
-    }
-    let elapsed = start.elapsed();
-    let prealloc = if overwrite {
-        prealloc_time(base, threads, n)?
-    } else {
-        Duration::ZERO
-    };
-    let secs = elapsed.saturating_sub(prealloc).as_secs_f64().max(1e-9);
-    Ok((threads * n) as f64 / secs)
-}
-
-fn prealloc_time(base: &Path, threads: usize, n: usize) -> Res<Duration> {
-    let dir = scratch(base, "prealloc")?;
+    ready.wait();
     let start = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let path = dir.0.join(format!("f{t}"));
-            std::thread::spawn(move || -> std::io::Result<()> {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .truncate(true)
-                    .write(true)
-                    .open(&path)?;
-                let zeros = vec![0u8; 1 << 20];
-                let total = (n as u64 * 4096).div_ceil(1 << 20);
-                for i in 0..total {
-                    f.write_all_at(&zeros, i << 20)?;
-                }
-                f.sync_all()
-            })
-        })
-        .collect();
     for h in handles {
         h.join().map_err(|_| "device thread panicked")??;
     }
-    Ok(start.elapsed())
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    Ok((threads * n) as f64 / secs)
 }
 
 struct CommitResult {
