@@ -52,7 +52,7 @@ pub use log::Durability;
 #[doc(hidden)]
 pub use store::fuzz_xa;
 pub use store::{
-    CacheStats, CheckReport, Entry, Message, NewMessage, QueueInfo, ScanReport, Store, StoreStats,
-    Transaction, Xid,
+    CacheStats, CheckReport, Entry, Message, NewMessage, QueueInfo, SaveSet, ScanReport, Store,
+    StoreStats, Transaction, Xid,
 };
 pub use swap::{SwapPointer, SwapQueue, SwapRecord};

@@ -17,6 +17,7 @@
 //! - Any failure after a commit's frame is appended (a write, a sync, applying to the cache)
 //!   poisons the kernel: the frame may be durable, so only recovery knows the truth.
 
+mod backup;
 mod checkpoint;
 mod txn;
 
@@ -39,6 +40,7 @@ use crate::poison::Poison;
 use crate::recovery;
 use crate::xalog;
 
+pub use backup::{copy_file as backup_copy_file, CopiedFile};
 pub use txn::WriteTxn;
 
 /// How long a pin waits for a frame when the whole cache is pinned.
@@ -474,6 +476,18 @@ impl Kernel {
     /// checkpoint saves the records recovered at open.
     pub fn set_xa_source(&self, source: XaSource) {
         *self.shared.xa_source.lock() = Some(source);
+    }
+
+    /// Copies page.db, the log and xa.log into `target` (an existing directory) while
+    /// commits continue: a crash image that recovery turns into the store's state at the
+    /// end of the copy (see `backup` for the argument).
+    pub fn backup_copy(&self, target: &Path) -> Result<Vec<CopiedFile>> {
+        self.shared.backup_copy(self.shared.fs.as_ref(), target)
+    }
+
+    /// The file layer the kernel runs on.
+    pub fn file_system(&self) -> &Arc<dyn FileSystem> {
+        &self.shared.fs
     }
 
     /// Free page ids of page.db (for checks).

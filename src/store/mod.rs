@@ -16,6 +16,7 @@
 //! - A message key removed or updated by an open transaction is in the lock table until
 //!   that transaction ends: first remover wins.
 
+mod backup;
 mod check;
 mod index;
 mod report;
@@ -43,6 +44,7 @@ use crate::records;
 use crate::swap::{SwapDir, SwapQueue};
 use index::{IndexValue, VALUE_LEN};
 
+pub use backup::SaveSet;
 pub use report::{CacheStats, CheckReport, StoreStats};
 pub use scan::ScanReport;
 pub use txn::Transaction;
@@ -82,6 +84,8 @@ pub(crate) struct Engine {
     pub(crate) durables: Durables,
     /// The swap files of non-persistent queues (emptied at open).
     pub(crate) swap: SwapDir,
+    /// One backup at a time.
+    pub(crate) backup_lock: Mutex<()>,
 }
 
 pub(crate) struct Inner {
@@ -171,6 +175,7 @@ impl Store {
             in_doubt: in_doubt.clone(),
             durables,
             swap,
+            backup_lock: Mutex::new(()),
         };
         let restored = xa::restore(&engine, engine.kernel.take_recovered_xa())?;
         *in_doubt.lock() = restored;

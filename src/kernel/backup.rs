@@ -1,0 +1,106 @@
+//! Online copy of the kernel's files for a backup: page.db, then the log, then xa.log, while
+//! commits continue.
+//!
+//! Invariants (crash argument in docs/design.md, "Backup and restore"): the checkpoint lock
+//! is held for the whole copy, so the superblock, xa.log and the log's generation do not
+//! change. page.db is copied first, fuzzily (pages written during the copy may be newer or
+//! torn); the log is copied after it, so it holds every frame whose changes any copied page
+//! carries (the WAL rule) and the full image that starts each changed page's redo chain
+//! since the checkpoint. The copy is therefore a crash image of the store, and opening it
+//! runs recovery like any crash.
+
+use std::path::Path;
+
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::file::{FileSystem, OpenMode};
+use crate::log::Durability;
+
+/// One copied file: name, length and CRC32 of the copied bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedFile {
+    /// File name relative to the store directory.
+    pub name: String,
+    /// Bytes copied.
+    pub len: u64,
+    /// CRC32 of the copied bytes.
+    pub crc: u32,
+}
+
+const CHUNK: u64 = 1 << 20;
+
+fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
+    Error::io(format!("{what} {}", p.display()), e)
+}
+
+/// Copies `from` to `to` (created, must not exist) through `fs`, following the source while
+/// it grows, and syncs the copy.
+pub fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path, name: &str) -> Result<CopiedFile> {
+    let src = fs
+        .open(from, OpenMode::Existing)
+        .map_err(|e| io("opening", from, e))?;
+    let dst = fs
+        .open(to, OpenMode::CreateNew)
+        .map_err(|e| io("creating", to, e))?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut at = 0u64;
+    let mut buf = vec![0u8; CHUNK as usize];
+    loop {
+        let len = src.len().map_err(|e| io("reading length of", from, e))?;
+        if at >= len {
+            break;
+        }
+        while at < len {
+            let n = (len - at).min(CHUNK) as usize;
+            src.read_exact_at(&mut buf[..n], at)
+                .map_err(|e| io("reading", from, e))?;
+            dst.write_all_at(&buf[..n], at)
+                .map_err(|e| io("writing", to, e))?;
+            crc.update(&buf[..n]);
+            at += n as u64;
+        }
+    }
+    dst.sync_all().map_err(|e| io("syncing", to, e))?;
+    Ok(CopiedFile {
+        name: name.to_string(),
+        len: at,
+        crc: crc.finalize(),
+    })
+}
+
+impl Shared {
+    /// Copies page.db, transaction.log and xa.log (if any) into `target` (an existing,
+    /// empty directory) while commits continue.
+    pub(crate) fn backup_copy(
+        &self,
+        fs: &dyn FileSystem,
+        target: &Path,
+    ) -> Result<Vec<CopiedFile>> {
+        let _no_checkpoint = self.checkpoint_lock.lock();
+        self.poison.check()?;
+        let mut out = Vec::new();
+        for name in [crate::page::PAGE_DB, crate::log::frame::LOG_FILE] {
+            if name == crate::log::frame::LOG_FILE {
+                // Frames appended but not yet written are in no page of the copy (WAL
+                // rule), but writing them makes the copy as recent as it can be.
+                self.log.flush(self.log.last_lsn(), Durability::Flush)?;
+            }
+            out.push(copy_file(
+                fs,
+                &self.dir.join(name),
+                &target.join(name),
+                name,
+            )?);
+        }
+        let xa = self.dir.join(crate::xalog::XA_LOG);
+        if fs.exists(&xa).map_err(|e| io("checking for", &xa, e))? {
+            out.push(copy_file(
+                fs,
+                &xa,
+                &target.join(crate::xalog::XA_LOG),
+                crate::xalog::XA_LOG,
+            )?);
+        }
+        Ok(out)
+    }
+}
