@@ -48,10 +48,17 @@ fn main() -> Result<(), stowage::Error> {
         "first entries after reopen: {:?}",
         entries.iter().map(|e| e.key).collect::<Vec<_>>()
     );
-    let st = store.kernel_stats()?;
+    let st = store.stats();
     println!(
-        "stats: {} pages of {} bytes ({} free), {} commits, {} checkpoints, cache hits {} misses {}",
-        st.pages_total, st.page_size, st.pages_free, st.commits, st.checkpoints, st.cache.hits, st.cache.misses
+        "stats: {} queues, {} messages, {} pages of {} bytes ({} free), cache hits {} misses {}",
+        st.queues,
+        st.messages,
+        st.pages_total,
+        st.page_size,
+        st.pages_free,
+        st.cache.hits,
+        st.cache.misses
     );
+    println!("check: {:?}", store.check()?.problems);
     store.close()
 }
