@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
-use crate::file::{parent_dir, FileHandle, FileSystem, OpenMode};
+use crate::file::{create_fresh, parent_dir, FileHandle, FileSystem, OpenMode};
 use crate::page::{
     decode_free_map, encode_free_map, free_map_bits_per_page, init_header, seal_page, verify_page,
     FreeMapPage, Lsn, PageHeader, PageId, PageType, Superblock, FREE_MAP_DATA, PAGE_DB, ROOT_SLOTS,
@@ -218,16 +218,7 @@ impl PageDb {
             }
         }
         let tmp = dir.join(PAGE_DB_TMP);
-        if fs
-            .exists(&tmp)
-            .map_err(|e| io_err("checking for", &tmp, e))?
-        {
-            fs.remove_file(&tmp)
-                .map_err(|e| io_err("removing stale", &tmp, e))?;
-        }
-        let file = fs
-            .open(&tmp, OpenMode::CreateNew)
-            .map_err(|e| io_err("creating", &tmp, e))?;
+        let file = create_fresh(fs, &tmp).map_err(|e| io_err("creating", &tmp, e))?;
         let page_size = config.page_size as usize;
         let page_count = config.initial_db_size_pages;
         let len = page_offset(page_count, page_size)?;

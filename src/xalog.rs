@@ -122,13 +122,7 @@ pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<XaSnapshot>> {
 pub fn write(fs: &dyn FileSystem, dir: &Path, s: &XaSnapshot, sync_dir: bool) -> Result<()> {
     let path = dir.join(XA_LOG);
     let tmp = dir.join("xa.log.tmp");
-    if fs.exists(&tmp).map_err(|e| io("checking for", &tmp, e))? {
-        fs.remove_file(&tmp)
-            .map_err(|e| io("removing stale", &tmp, e))?;
-    }
-    let f = fs
-        .open(&tmp, OpenMode::CreateNew)
-        .map_err(|e| io("creating", &tmp, e))?;
+    let f = crate::file::create_fresh(fs, &tmp).map_err(|e| io("creating", &tmp, e))?;
     f.write_all_at(&encode(s), 0)
         .map_err(|e| io("writing", &tmp, e))?;
     f.sync_all().map_err(|e| io("syncing", &tmp, e))?;

@@ -84,6 +84,15 @@ pub trait FileSystem: Send + Sync + Debug {
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
 }
 
+/// Creates `path` as a new, empty file, first removing a stale one a crash left behind
+/// (temp files that are renamed into place once complete).
+pub fn create_fresh(fs: &dyn FileSystem, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+    if fs.exists(path)? {
+        fs.remove_file(path)?;
+    }
+    fs.open(path, OpenMode::CreateNew)
+}
+
 /// The parent directory of `path` (`.` for a bare name), for directory syncs.
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {

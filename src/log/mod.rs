@@ -511,16 +511,7 @@ fn create(
 ) -> Result<()> {
     let tmp = dir.join("transaction.log.tmp");
     let path = dir.join(LOG_FILE);
-    if fs
-        .exists(&tmp)
-        .map_err(|e| io_err("checking for", &tmp, e))?
-    {
-        fs.remove_file(&tmp)
-            .map_err(|e| io_err("removing stale", &tmp, e))?;
-    }
-    let file = fs
-        .open(&tmp, OpenMode::CreateNew)
-        .map_err(|e| io_err("creating", &tmp, e))?;
+    let file = crate::file::create_fresh(fs, &tmp).map_err(|e| io_err("creating", &tmp, e))?;
     // Zero-fill rather than fallocate: fallocated extents are "unwritten" and the first
     // write to each still costs a metadata update at sync time.
     let total = prealloc.max(LOG_HEADER_AREA).div_ceil(SECTOR) * SECTOR;

@@ -68,11 +68,19 @@ pub fn fuzz_swap_file(bytes: &[u8]) {
         }
         let payload: Vec<u8> = bytes.iter().rev().take(300).copied().collect();
         if let Ok(p) = q.append(&payload, 9) {
-            let r = q.read(p).expect("a fresh append must read back");
-            assert_eq!((r.payload, r.delivery_count), (payload, 9));
-            q.flush().expect("flushing on SimFs");
-            let r = q.read(p).expect("a flushed append must read back");
-            assert_eq!(r.delivery_count, 9);
+            // Oracle: the in-memory file layer cannot fail here, so any error is a swap bug
+            // the fuzzer must report.
+            match q.read(p) {
+                Ok(r) => assert_eq!((r.payload, r.delivery_count), (payload, 9)),
+                Err(e) => panic!("a fresh append does not read back: {e}"),
+            }
+            if let Err(e) = q.flush() {
+                panic!("flushing on the simulated file layer failed: {e}");
+            }
+            match q.read(p) {
+                Ok(r) => assert_eq!(r.delivery_count, 9),
+                Err(e) => panic!("a flushed append does not read back: {e}"),
+            }
         }
         let _ = q.flush();
         for &offset in offsets.iter().take(16) {
