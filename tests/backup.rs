@@ -337,3 +337,108 @@ fn crashes_during_backup_and_restore_never_harm_the_store_or_serve_a_bad_set() {
     }
     println!("backup/restore crash sweep: {backup_calls} + {restore_calls} I/O calls, {states} crash states");
 }
+
+/// A file layer over the simulator that runs a hook once, when the log is next opened
+/// (the backup opens it to copy it, after copying page.db).
+struct HookOnLogOpen {
+    inner: Arc<SimFs>,
+    hook: parking_lot::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for HookOnLogOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookOnLogOpen").finish_non_exhaustive()
+    }
+}
+
+impl FileSystem for HookOnLogOpen {
+    fn open(
+        &self,
+        path: &Path,
+        mode: stowage::file::OpenMode,
+    ) -> std::io::Result<Arc<dyn stowage::file::FileHandle>> {
+        if path.ends_with("transaction.log") {
+            let hook = self.hook.lock().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        self.inner.open(path, mode)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.read_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_dir(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn lock(&self, path: &Path) -> std::io::Result<Box<dyn stowage::file::LockGuard>> {
+        self.inner.lock(path)
+    }
+}
+
+/// CI found it (4 threads committing during a backup): page.db grew between its copy and
+/// the log's, the copied log recorded the growth, and the restored store refused to open
+/// ("the log records 288 pages but the file holds 524288 bytes").
+#[test]
+fn backup_while_page_db_grows_between_the_copies() {
+    let sim = Arc::new(SimFs::new());
+    let fs = Arc::new(HookOnLogOpen {
+        inner: sim.clone(),
+        hook: parking_lot::Mutex::new(None),
+    });
+    let dir = Path::new("/store");
+    let s = Store::open_with(fs.clone(), dir, config(), OpenOptions::default()).unwrap();
+    s.create_queue("q").unwrap();
+    let publish = |s: &Store, from: u32, to: u32| {
+        for i in from..to {
+            let mut tx = s.begin();
+            tx.insert("q", NewMessage::new(vec![i as u8; 1500]))
+                .unwrap();
+            tx.commit().unwrap();
+        }
+    };
+    publish(&s, 0, 10);
+    let grower = s.clone();
+    *fs.hook.lock() = Some(Box::new(move || {
+        let before = grower.stats().file_bytes;
+        let mut i = 10;
+        while grower.stats().file_bytes == before {
+            publish(&grower, i, i + 1);
+            i += 1;
+        }
+    }));
+    let set = s.backup_to("/backups").unwrap();
+    assert!(fs.hook.lock().is_none(), "the hook ran during the backup");
+    let want = contents(&s);
+    assert!(want["q"].len() > 10, "page.db grew during the backup");
+    s.close().unwrap();
+    Store::restore_with(sim.as_ref(), &set.path, Path::new("/restored")).unwrap();
+    let r = Store::open_with(
+        sim.clone(),
+        Path::new("/restored"),
+        config(),
+        OpenOptions::default(),
+    )
+    .unwrap();
+    assert!(r.check().unwrap().is_clean());
+    assert_eq!(
+        contents(&r),
+        want,
+        "the set holds every commit the copied log holds"
+    );
+}

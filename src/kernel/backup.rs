@@ -68,6 +68,36 @@ pub fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path, name: &str) -> Res
     })
 }
 
+/// Extends the copy at `to` (described by `copied`) with zeros up to `len` bytes, keeping
+/// its length and CRC in `copied` current, and syncs it. Does nothing if it is that long.
+fn extend_with_zeros(
+    fs: &dyn FileSystem,
+    to: &Path,
+    copied: &mut CopiedFile,
+    len: u64,
+) -> Result<()> {
+    if len <= copied.len {
+        return Ok(());
+    }
+    let dst = fs
+        .open(to, OpenMode::Existing)
+        .map_err(|e| io("opening", to, e))?;
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut crc = crc32fast::Hasher::new_with_initial_len(copied.crc, copied.len);
+    let mut at = copied.len;
+    while at < len {
+        let n = (len - at).min(CHUNK) as usize;
+        dst.write_all_at(&zeros[..n], at)
+            .map_err(|e| io("writing", to, e))?;
+        crc.update(&zeros[..n]);
+        at += n as u64;
+    }
+    dst.sync_all().map_err(|e| io("syncing", to, e))?;
+    copied.len = len;
+    copied.crc = crc.finalize();
+    Ok(())
+}
+
 impl Shared {
     /// Copies page.db, transaction.log and xa.log (if any) into `target` (an existing,
     /// empty directory) while commits continue.
@@ -79,19 +109,27 @@ impl Shared {
         let _no_checkpoint = self.checkpoint_lock.lock();
         self.poison.check()?;
         let mut out = Vec::new();
-        for name in [crate::page::PAGE_DB, crate::log::frame::LOG_FILE] {
-            if name == crate::log::frame::LOG_FILE {
-                // Frames appended but not yet written are in no page of the copy (WAL
-                // rule), but writing them makes the copy as recent as it can be.
-                self.log.flush(self.log.last_lsn(), Durability::Flush)?;
-            }
-            out.push(copy_file(
-                fs,
-                &self.dir.join(name),
-                &target.join(name),
-                name,
-            )?);
-        }
+        let db = crate::page::PAGE_DB;
+        let log = crate::log::frame::LOG_FILE;
+        let mut db_copy = copy_file(fs, &self.dir.join(db), &target.join(db), db)?;
+        // Frames appended but not yet written are in no page of the copy (WAL rule), but
+        // writing them makes the copy as recent as it can be.
+        self.log.flush(self.log.last_lsn(), Durability::Flush)?;
+        let log_copy = copy_file(fs, &self.dir.join(log), &target.join(log), log)?;
+        // Commits during the copy may have grown page.db past the copied length, and the
+        // copied log then records that growth. Recovery requires the file to be as long as
+        // the log says (growth is synced before use), so the copy is extended with zeros to
+        // the length page.db has now, which is at least what any copied frame records.
+        // Every page in the extension was first written after the checkpoint, so the copied
+        // log holds its full image whenever a copied frame uses it (regression:
+        // backup_while_page_db_grows_between_the_copies).
+        let live = fs
+            .open(&self.dir.join(db), OpenMode::Existing)
+            .and_then(|f| f.len())
+            .map_err(|e| io("reading length of", &self.dir.join(db), e))?;
+        extend_with_zeros(fs, &target.join(db), &mut db_copy, live)?;
+        out.push(db_copy);
+        out.push(log_copy);
         let xa = self.dir.join(crate::xalog::XA_LOG);
         if fs.exists(&xa).map_err(|e| io("checking for", &xa, e))? {
             out.push(copy_file(
