@@ -100,3 +100,19 @@ pub fn parent_dir(path: &Path) -> PathBuf {
         _ => PathBuf::from("."),
     }
 }
+
+/// Removes the directory `path` and everything under it (not durable until `sync_dir` of
+/// its parent). Used for the rewrite directory a crash left behind.
+pub fn remove_tree(fs: &dyn FileSystem, path: &Path) -> io::Result<()> {
+    for name in fs.read_dir(path)? {
+        let p = path.join(&name);
+        if let Err(e) = fs.remove_file(&p) {
+            // Not a file: a directory (or a real failure, which the recursion reports).
+            if fs.read_dir(&p).is_err() {
+                return Err(e);
+            }
+            remove_tree(fs, &p)?;
+        }
+    }
+    fs.remove_dir(path)
+}

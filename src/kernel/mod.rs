@@ -19,6 +19,7 @@
 
 mod backup;
 mod checkpoint;
+pub mod rewrite;
 mod txn;
 
 use std::path::{Path, PathBuf};
@@ -288,6 +289,7 @@ impl Kernel {
                 io_err("locking", &lock_path, e)
             }
         })?;
+        rewrite::settle(fs.as_ref(), dir)?;
         let log_path = dir.join(crate::log::frame::LOG_FILE);
         let db_path = dir.join(crate::page::PAGE_DB);
         let log_exists = fs

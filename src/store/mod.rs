@@ -20,6 +20,7 @@ mod backup;
 mod check;
 mod index;
 mod report;
+mod rewrite;
 mod scan;
 mod txn;
 mod types;
@@ -161,6 +162,30 @@ impl Store {
         config: StoreConfig,
         options: OpenOptions,
     ) -> Result<Store> {
+        let store = Self::open_plain(fs.clone(), path, config.clone(), options)?;
+        let current = store.engine()?.kernel.page_size() as u32;
+        let target = match config.page_size_recommended {
+            Some(p) if config.perform_resize_on_startup && p != current => Some(p),
+            _ if config.perform_compact_on_startup => Some(current),
+            _ => None,
+        };
+        let Some(page_size) = target else {
+            return Ok(store);
+        };
+        // After recovery (the open above); the reopen moves the rewritten files in.
+        store.rewrite_into(page_size)?;
+        store.close()?;
+        Self::open_plain(fs, path, config, options)
+    }
+
+    /// Opens without the startup maintenance (the rewrite's own store, and the reopen after
+    /// a rewrite).
+    fn open_plain(
+        fs: Arc<dyn FileSystem>,
+        path: &Path,
+        config: StoreConfig,
+        options: OpenOptions,
+    ) -> Result<Store> {
         config.validate()?;
         let kernel = Kernel::open_with(fs.clone(), path, &config, options)?;
         let durables = Durables::open_with(fs.clone(), path, options.bugs)?;
@@ -213,6 +238,11 @@ impl Store {
 
     /// Creates an empty queue; durable when it returns.
     pub fn create_queue(&self, name: &str) -> Result<()> {
+        self.create_queue_as(name, None)
+    }
+
+    /// Creates a queue; `fixed` = (id, created_at, next_key) for a rewrite's copy of one.
+    pub(crate) fn create_queue_as(&self, name: &str, fixed: Option<(u64, u64, u64)>) -> Result<()> {
         catalog::check_name(name)?;
         let e = self.engine()?;
         let mut tx = e.kernel.begin()?;
@@ -230,32 +260,33 @@ impl Store {
             free = slots;
         }
         let slot = free.remove(0);
-        let id = cat.next_id;
+        let (id, created_at, next_key) = fixed.unwrap_or((cat.next_id, types::now_ms(), 1));
+        let next_id = cat.next_id.max(id + 1);
         let meta = QueueMeta {
             name: name.to_string(),
             id,
             index_root: btree::create(&mut tx, VALUE_LEN)?,
-            next_key: 1,
+            next_key,
             messages: 0,
             bytes: 0,
-            created_at: types::now_ms(),
+            created_at,
             open_page: 0,
         };
         catalog::write(&mut tx, slot, &meta)?;
-        catalog::set_next_id(&mut tx, pages[0], id + 1)?;
+        catalog::set_next_id(&mut tx, pages[0], next_id)?;
         drop(cat);
         let name = name.to_string();
         tx.commit_then(Durability::Sync, || {
             let mut cat = e.catalog.lock();
             cat.free_slots = free;
             cat.pages = pages;
-            cat.next_id = id + 1;
+            cat.next_id = next_id;
             cat.queues.insert(
                 name,
                 QueueEntry {
                     meta,
                     slot,
-                    next_key: Arc::new(AtomicU64::new(1)),
+                    next_key: Arc::new(AtomicU64::new(next_key)),
                 },
             );
         })?;

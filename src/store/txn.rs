@@ -376,18 +376,7 @@ pub(crate) fn op_queue(op: &Op) -> (&str, u64) {
 fn apply_op(tx: &mut WriteTxn<'_>, meta: &mut QueueMeta, op: &Op) -> Result<()> {
     match op {
         Op::Insert { key, msg, .. } => {
-            let loc = records::store(tx, &mut meta.open_page, &msg.payload)?;
-            let value = IndexValue {
-                priority: msg.priority,
-                delivery_count: 0,
-                expiration: msg.expiration,
-                size: msg.payload.len() as u32,
-                loc,
-            };
-            meta.index_root = btree::insert(tx, meta.index_root, VALUE_LEN, *key, &value.encode())?;
-            meta.messages += 1;
-            meta.bytes += msg.payload.len() as u64;
-            meta.next_key = meta.next_key.max(key + 1);
+            insert_message(tx, meta, *key, msg, 0)?;
         }
         Op::Remove { queue, key, .. } => {
             let (root, old) = btree::remove(tx, meta.index_root, VALUE_LEN, *key)?;
@@ -415,5 +404,29 @@ fn apply_op(tx: &mut WriteTxn<'_>, meta: &mut QueueMeta, op: &Op) -> Result<()> 
             btree::update(tx, meta.index_root, VALUE_LEN, *key, &iv.encode())?;
         }
     }
+    Ok(())
+}
+
+/// Stores `msg` under `key` (payload, index entry, catalog counters in `meta`): the insert
+/// of a commit, and the copy of a message by a rewrite, which keeps its delivery count.
+pub(crate) fn insert_message(
+    tx: &mut WriteTxn<'_>,
+    meta: &mut QueueMeta,
+    key: u64,
+    msg: &NewMessage,
+    delivery_count: u32,
+) -> Result<()> {
+    let loc = records::store(tx, &mut meta.open_page, &msg.payload)?;
+    let value = IndexValue {
+        priority: msg.priority,
+        delivery_count,
+        expiration: msg.expiration,
+        size: msg.payload.len() as u32,
+        loc,
+    };
+    meta.index_root = btree::insert(tx, meta.index_root, VALUE_LEN, key, &value.encode())?;
+    meta.messages += 1;
+    meta.bytes += msg.payload.len() as u64;
+    meta.next_key = meta.next_key.max(key + 1);
     Ok(())
 }
