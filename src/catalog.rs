@@ -157,6 +157,34 @@ pub struct Loaded {
 
 /// Reads the whole catalog starting at `root` (0 = empty catalog).
 pub fn load(src: &mut impl PageSource, root: PageId, page_count: u64) -> Result<Loaded> {
+    walk_chain(src, root, page_count, &mut |e| Err(e))
+}
+
+/// Reads what can be read of a damaged catalog, for repair: a bad entry is skipped, a bad
+/// page ends the chain; each problem is returned (nothing here fails).
+pub fn salvage(src: &mut impl PageSource, root: PageId, page_count: u64) -> (Loaded, Vec<Error>) {
+    let mut problems = Vec::new();
+    let loaded = walk_chain(src, root, page_count, &mut |e| {
+        problems.push(e);
+        Ok(())
+    });
+    match loaded {
+        Ok(l) => (l, problems),
+        Err(e) => {
+            problems.push(e);
+            (Loaded::default(), problems)
+        }
+    }
+}
+
+/// Walks the chain; every problem goes to `problem`, which fails the walk (load) or
+/// records it and lets the walk skip the entry or stop the chain (salvage).
+fn walk_chain(
+    src: &mut impl PageSource,
+    root: PageId,
+    page_count: u64,
+    problem: &mut dyn FnMut(Error) -> Result<()>,
+) -> Result<Loaded> {
     let mut out = Loaded {
         next_id: 1,
         ..Loaded::default()
@@ -164,14 +192,15 @@ pub fn load(src: &mut impl PageSource, root: PageId, page_count: u64) -> Result<
     let mut id = root;
     while id != 0 {
         if out.pages.contains(&id) || out.pages.len() as u64 >= page_count {
-            return Err(Error::corruption(
+            problem(Error::corruption(
                 PAGE_DB,
                 format!("page {id}"),
                 "catalog chain loops",
-            ));
+            ))?;
+            break;
         }
         let first = out.pages.is_empty();
-        let (next, next_id, entries) = src.with_page(id, |p| -> Result<_> {
+        let read = src.with_page(id, |p| -> Result<_> {
             if p[0] != PageType::Catalog as u8 {
                 return Err(Error::corruption(
                     PAGE_DB,
@@ -179,24 +208,33 @@ pub fn load(src: &mut impl PageSource, root: PageId, page_count: u64) -> Result<
                     format!("expected a catalog page, found type {}", p[0]),
                 ));
             }
-            let mut entries = Vec::new();
-            for index in 0..slots_per_page(p.len()) {
-                let slot = Slot { page: id, index };
-                entries.push((slot, decode(slot, &p[slot_range(slot)])?));
-            }
+            let entries: Vec<_> = (0..slots_per_page(p.len()))
+                .map(|index| {
+                    let slot = Slot { page: id, index };
+                    (slot, decode(slot, &p[slot_range(slot)]))
+                })
+                .collect();
             Ok((
                 LE::read_u64(&p[NEXT_AT..NEXT_AT + 8]),
                 LE::read_u64(&p[NEXT_ID_AT..NEXT_ID_AT + 8]),
                 entries,
             ))
-        })??;
+        });
+        let (next, next_id, entries) = match read.and_then(|r| r) {
+            Ok(r) => r,
+            Err(e) => {
+                problem(e)?;
+                break;
+            }
+        };
         if first {
             out.next_id = next_id.max(1);
         }
         for (slot, e) in entries {
             match e {
-                Some(meta) => out.queues.push((meta, slot)),
-                None => out.free_slots.push(slot),
+                Ok(Some(meta)) => out.queues.push((meta, slot)),
+                Ok(None) => out.free_slots.push(slot),
+                Err(e) => problem(e)?,
             }
         }
         out.pages.push(id);

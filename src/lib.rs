@@ -45,6 +45,7 @@ mod store;
 pub mod swap;
 pub mod xalog;
 
+pub use btree::LostRange;
 pub use config::StoreConfig;
 pub use durables::DurableSubscription;
 pub use error::{Error, Result};
@@ -52,7 +53,7 @@ pub use log::Durability;
 #[doc(hidden)]
 pub use store::fuzz_xa;
 pub use store::{
-    CacheStats, CheckReport, Entry, Message, NewMessage, QueueInfo, SaveSet, ScanReport, Store,
-    StoreStats, Transaction, Xid,
+    CacheStats, CheckReport, Entry, Message, NewMessage, QueueInfo, QueueRepair, RepairReport,
+    SaveSet, ScanReport, Store, StoreStats, Transaction, Xid,
 };
 pub use swap::{SwapPointer, SwapQueue, SwapRecord};

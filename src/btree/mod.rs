@@ -34,6 +34,7 @@
 
 mod check;
 mod node;
+mod salvage;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
@@ -44,6 +45,7 @@ use crate::page::{PageId, PageType};
 pub use check::check;
 use node::*;
 pub use node::{branch_capacity, leaf_capacity};
+pub use salvage::{salvage, LostRange};
 
 /// The largest value length a tree accepts, in bytes.
 pub const MAX_VALUE_LEN: usize = 96;

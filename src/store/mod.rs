@@ -19,6 +19,7 @@
 mod backup;
 mod check;
 mod index;
+mod repair;
 mod report;
 mod rewrite;
 mod scan;
@@ -46,6 +47,7 @@ use crate::swap::{SwapDir, SwapQueue};
 use index::{IndexValue, VALUE_LEN};
 
 pub use backup::SaveSet;
+pub use repair::{QueueRepair, RepairReport};
 pub use report::{CacheStats, CheckReport, StoreStats};
 pub use scan::ScanReport;
 pub use txn::Transaction;
