@@ -54,6 +54,6 @@ pub use log::Durability;
 pub use store::fuzz_xa;
 pub use store::{
     CacheStats, CheckReport, Entry, Message, NewMessage, QueueInfo, QueueRepair, RepairReport,
-    SaveSet, ScanReport, Store, StoreStats, Transaction, Xid,
+    SaveSet, ScanReport, ShrinkReport, Store, StoreStats, Transaction, Xid,
 };
 pub use swap::{SwapPointer, SwapQueue, SwapRecord};

@@ -50,6 +50,9 @@ pub struct CommitInfo {
     pub roots: [PageId; ROOT_SLOTS],
     /// Whether this is the final commit of a clean close.
     pub clean_close: bool,
+    /// Cut free pages off the end of the file (shrink): the superblock records the shorter
+    /// page count, and the file is truncated once that superblock is durable.
+    pub truncate: bool,
 }
 
 /// A set of page ids as a bitmap: bit set = page free.
@@ -576,6 +579,10 @@ impl PageDb {
         let _serial = self.commit_lock.lock();
         let (map, image, snapshot_pending, old_map, sb) = {
             let mut a = self.alloc.lock();
+            if info.truncate {
+                truncate_free_tail(&mut a);
+                self.page_count.store(a.page_count, Ordering::Release);
+            }
             let (map, page_count) = loop {
                 let needed = free_map_pages_needed(a.page_count, self.page_size);
                 let mut map = Vec::new();
@@ -641,13 +648,47 @@ impl PageDb {
         }
         a.committed = sb.clone();
         a.committed_map = map;
+        if info.truncate {
+            // Under the allocator lock: a growth since the snapshot has raised the page
+            // count (and synced that length), and is never cut.
+            self.cut_file(a.page_count)?;
+        }
         Ok(sb)
+    }
+
+    /// Truncates the file to `pages` pages if it is longer, durably.
+    fn cut_file(&self, pages: u64) -> Result<()> {
+        let len = page_offset(pages, self.page_size)?;
+        let now = self
+            .file
+            .len()
+            .map_err(|e| io_err("reading length of", &self.path, e))?;
+        if now <= len {
+            return Ok(());
+        }
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| self.poison(io_err("truncating", &self.path, e)))
     }
 
     /// The file layer this page file lives on.
     pub fn file_system(&self) -> &Arc<dyn FileSystem> {
         &self.fs
     }
+}
+
+/// Drops the free pages at the end of the file from the allocator (not those of the
+/// committed free-map, which the committed superblock still references).
+fn truncate_free_tail(a: &mut Allocator) {
+    let mut keep = a.page_count;
+    while keep > 1 && a.free.contains(keep - 1) && !a.committed_map.contains(&(keep - 1)) {
+        keep -= 1;
+    }
+    for id in keep..a.page_count {
+        a.free.remove(id);
+    }
+    a.page_count = keep;
 }
 
 /// Pages the free-space map of a file of `page_count` pages needs.

@@ -154,6 +154,7 @@ fn seed_page_db(page_size: u32) -> Vec<u8> {
             checkpoint_lsn: round,
             roots,
             clean_close: false,
+            truncate: false,
         })
         .unwrap();
     }

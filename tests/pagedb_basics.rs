@@ -61,6 +61,7 @@ fn committed_state_survives_reopen_and_keeps_its_page_size() {
                 checkpoint_lsn: 77,
                 roots,
                 clean_close: false,
+                truncate: false,
             })
             .unwrap();
         assert_eq!(sb.sequence, 2);

@@ -53,6 +53,7 @@ fn fixture() -> Fixture {
             checkpoint_lsn: u64::from(round) + 5,
             roots,
             clean_close: true,
+            truncate: false,
         })
         .unwrap();
     }

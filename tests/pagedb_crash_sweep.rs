@@ -86,6 +86,7 @@ fn workload(
             checkpoint_lsn: step,
             roots,
             clean_close: false,
+            truncate: false,
         })?;
         acked(observe(&db, &live));
     }

@@ -34,6 +34,7 @@
 
 mod check;
 mod node;
+mod relocate;
 mod salvage;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
@@ -45,6 +46,7 @@ use crate::page::{PageId, PageType};
 pub use check::check;
 use node::*;
 pub use node::{branch_capacity, leaf_capacity};
+pub use relocate::relocate;
 pub use salvage::{salvage, LostRange};
 
 /// The largest value length a tree accepts, in bytes.

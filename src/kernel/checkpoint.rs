@@ -52,6 +52,15 @@ impl Shared {
 
     /// Runs one checkpoint; `clean_close` marks the superblock of a clean close.
     pub(crate) fn checkpoint(&self, clean_close: bool) -> Result<()> {
+        self.run_checkpoint(clean_close, false)
+    }
+
+    /// A checkpoint that also cuts the free pages off the end of page.db (shrink).
+    pub(crate) fn checkpoint_truncating(&self) -> Result<()> {
+        self.run_checkpoint(false, true)
+    }
+
+    fn run_checkpoint(&self, clean_close: bool, truncate: bool) -> Result<()> {
         let _one_at_a_time = self.checkpoint_lock.lock();
         self.poison.check()?;
         let started = Instant::now();
@@ -80,6 +89,7 @@ impl Shared {
                 checkpoint_lsn: c,
                 roots: w.roots,
                 clean_close,
+                truncate,
             })?;
             self.log.recycle(c)
         })();

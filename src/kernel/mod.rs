@@ -430,6 +430,12 @@ impl Kernel {
         self.shared.checkpoint(false)
     }
 
+    /// A checkpoint that also cuts the free pages at the end of page.db off the file (the
+    /// last step of shrink). Commits continue, as in any checkpoint.
+    pub fn checkpoint_truncating(&self) -> Result<()> {
+        self.shared.checkpoint_truncating()
+    }
+
     /// The durability of a commit that names none: `Sync` with `force_sync`, else `Flush`.
     pub fn default_durability(&self) -> Durability {
         if self.shared.config.force_sync {

@@ -23,6 +23,7 @@ mod repair;
 mod report;
 mod rewrite;
 mod scan;
+mod shrink;
 mod txn;
 mod types;
 mod xa;
@@ -50,6 +51,7 @@ pub use backup::SaveSet;
 pub use repair::{QueueRepair, RepairReport};
 pub use report::{CacheStats, CheckReport, StoreStats};
 pub use scan::ScanReport;
+pub use shrink::ShrinkReport;
 pub use txn::Transaction;
 pub use types::{Entry, Message, NewMessage, QueueInfo};
 #[doc(hidden)]
