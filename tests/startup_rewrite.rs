@@ -232,7 +232,25 @@ fn a_leftover_incomplete_rewrite_directory_is_discarded_at_open() {
 }
 
 #[test]
-fn crashes_during_a_startup_rewrite_open_as_the_old_or_the_new_store() {
+fn crashes_during_a_startup_resize_open_as_the_old_or_the_new_store() {
+    let resize = StoreConfig {
+        perform_resize_on_startup: true,
+        page_size_recommended: Some(8192),
+        ..config()
+    };
+    sweep_startup_rewrite(resize, 8192, 1);
+}
+
+#[test]
+fn crashes_during_a_startup_compaction_open_as_the_old_or_the_new_store() {
+    // The same copy and swap-in as resize: every 3rd call keeps CI short.
+    sweep_startup_rewrite(compact(), 4096, 3);
+}
+
+/// Crashes the open that runs `rewrite` at every `stride`-th mutating call with every
+/// outcome; the store must open with the old content at the old or the new page size, and
+/// the rewrite must complete when run again.
+fn sweep_startup_rewrite(rewrite: StoreConfig, new_size: u64, stride: usize) {
     let build = |sim: &SimFs| {
         let s = open(sim, config()).unwrap();
         fill(&s);
@@ -243,12 +261,7 @@ fn crashes_during_a_startup_rewrite_open_as_the_old_or_the_new_store() {
     let sim = SimFs::new();
     let want = build(&sim);
     let before = sim.mutating_calls();
-    let resize = StoreConfig {
-        perform_resize_on_startup: true,
-        page_size_recommended: Some(8192),
-        ..config()
-    };
-    drop(open(&sim, resize.clone()).unwrap());
+    drop(open(&sim, rewrite.clone()).unwrap());
     let calls = sim.mutating_calls() - before;
     assert!(calls > 20, "the rewrite made {calls} mutating calls");
     let seeds = std::env::var("STOWAGE_SWEEP_SEEDS")
@@ -257,7 +270,7 @@ fn crashes_during_a_startup_rewrite_open_as_the_old_or_the_new_store() {
         .unwrap_or(2)
         .min(3);
     let mut states = 0;
-    for point in 0..calls {
+    for point in (0..calls).step_by(stride) {
         for outcome in CrashOutcome::ALL {
             let seeds = if outcome == CrashOutcome::ProcessKill {
                 1
@@ -268,21 +281,21 @@ fn crashes_during_a_startup_rewrite_open_as_the_old_or_the_new_store() {
                 let sim = SimFs::new();
                 build(&sim);
                 sim.set_crash_at(Some(sim.mutating_calls() + point));
-                let crashed = open(&sim, resize.clone());
+                let crashed = open(&sim, rewrite.clone());
                 drop(crashed);
                 sim.restart(outcome, point * 31 + seed);
                 states += 1;
                 let ctx = format!("crash at call {point} of {calls}, {outcome:?}, seed {seed}");
                 let s = open(&sim, config()).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
                 let size = s.stats().page_size;
-                assert!(size == 4096 || size == 8192, "{ctx}: page size {size}");
+                assert!(size == 4096 || size == new_size, "{ctx}: page size {size}");
                 assert_eq!(state(&s), want, "{ctx}");
                 let report = s.check().unwrap();
                 assert!(report.is_clean(), "{ctx}: {:?}", report.problems);
                 drop(s);
                 // Running the rewrite again from there completes it.
-                let s = open(&sim, resize.clone()).unwrap_or_else(|e| panic!("{ctx}: redo: {e}"));
-                assert_eq!(s.stats().page_size, 8192, "{ctx}");
+                let s = open(&sim, rewrite.clone()).unwrap_or_else(|e| panic!("{ctx}: redo: {e}"));
+                assert_eq!(s.stats().page_size, new_size, "{ctx}");
                 assert_eq!(state(&s), want, "{ctx}: after the redone rewrite");
             }
         }

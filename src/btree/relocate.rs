@@ -16,13 +16,15 @@ use crate::error::Result;
 use crate::kernel::{PageSource, WriteTxn};
 use crate::page::{PageId, PageType};
 
-/// Moves every page of the tree at `root` whose id is `>= limit` to a lower free page;
+/// Moves pages of the tree at `root` whose id is `>= limit` to lower free pages, at most
+/// `max_moves` of them (so one transaction stays short; call again until it moves none);
 /// returns the root's (possibly new) id and the number of pages moved.
 pub fn relocate(
     tx: &mut WriteTxn<'_>,
     root: PageId,
     value_len: usize,
     limit: PageId,
+    max_moves: u64,
 ) -> Result<(PageId, u64)> {
     check_value_len(value_len)?;
     let mut w = Walk {
@@ -30,6 +32,7 @@ pub fn relocate(
         limit,
         prev_leaf: 0,
         moved: 0,
+        max_moves,
     };
     let root = visit(tx, root, 1, &mut w)?;
     Ok((root, w.moved))
@@ -41,11 +44,12 @@ struct Walk {
     /// The previous leaf in key order, by its final id (0 = none yet).
     prev_leaf: PageId,
     moved: u64,
+    max_moves: u64,
 }
 
 /// Moves page `id` down if it is at or above the limit; returns its final id.
 fn move_down(tx: &mut WriteTxn<'_>, id: PageId, t: PageType, w: &mut Walk) -> Result<PageId> {
-    if id < w.limit {
+    if id < w.limit || w.moved >= w.max_moves {
         return Ok(id);
     }
     let new = tx.allocate(t)?;

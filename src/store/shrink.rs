@@ -37,7 +37,9 @@ pub struct ShrinkReport {
 }
 
 /// Payloads moved per write transaction (bounds the stall of other committers).
-const PAYLOAD_BATCH: usize = 128;
+const PAYLOAD_BATCH: usize = 32;
+/// Index pages moved per write transaction.
+const INDEX_BATCH: u64 = 32;
 /// Index entries read per read view while looking for payloads to move.
 const SCAN_BATCH: usize = 4096;
 
@@ -82,20 +84,25 @@ fn shrink_limit(e: &Engine) -> PageId {
         .min(total)
 }
 
-/// Moves the pages of `queue`'s index at or above `limit` down; returns how many moved.
+/// Moves the pages of `queue`'s index at or above `limit` down, [`INDEX_BATCH`] per
+/// transaction; returns how many moved.
 fn move_index(e: &Engine, queue: &str, limit: PageId) -> Result<u64> {
-    let mut tx = e.kernel.begin()?;
-    let Some((mut meta, slot)) = current(e, queue) else {
-        return Ok(0);
-    };
-    let (root, moved) = btree::relocate(&mut tx, meta.index_root, VALUE_LEN, limit)?;
-    if moved == 0 {
-        return Ok(0);
+    let mut total = 0;
+    loop {
+        let mut tx = e.kernel.begin()?;
+        let Some((mut meta, slot)) = current(e, queue) else {
+            return Ok(total);
+        };
+        let (root, moved) =
+            btree::relocate(&mut tx, meta.index_root, VALUE_LEN, limit, INDEX_BATCH)?;
+        if moved == 0 {
+            return Ok(total);
+        }
+        total += moved;
+        meta.index_root = root;
+        catalog::write(&mut tx, slot, &meta)?;
+        tx.commit_then(Durability::Async, || install(e, queue, meta))?;
     }
-    meta.index_root = root;
-    catalog::write(&mut tx, slot, &meta)?;
-    tx.commit_then(Durability::Async, || install(e, queue, meta))?;
-    Ok(moved)
 }
 
 /// Rewrites every payload of `queue` that uses a page at or above `limit` into lower pages,
