@@ -21,7 +21,16 @@ pub const MAX_PAGE_SIZE: u32 = 65536;
 /// let cfg = StoreConfig { page_size: 4096, cache_max_pages: 4096, ..StoreConfig::default() };
 /// cfg.validate().unwrap();
 /// ```
+///
+/// With the `toml` feature (on by default) it also loads from TOML:
+/// [`StoreConfig::from_toml_str`], [`StoreConfig::from_toml_file`]; the format is in
+/// `docs/operations.md` and `examples/stowage.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "toml",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct StoreConfig {
     /// Page size used when `page.db` is created (a power of two, 2048..=65536).
     /// An existing file keeps the page size stored in it.
@@ -29,6 +38,7 @@ pub struct StoreConfig {
     /// Largest page size a scan may recommend (power of two, 2048..=65536, >= `page_size`).
     pub page_size_max: u32,
     /// Page size recommended by a scan; used by resize on startup.
+    #[cfg_attr(feature = "toml", serde(skip_serializing_if = "Option::is_none"))]
     pub page_size_recommended: Option<u32>,
     /// Pages `page.db` is created with; also the first growth chunk (>= 10).
     pub initial_db_size_pages: u64,
@@ -45,10 +55,12 @@ pub struct StoreConfig {
     /// True: commits default to `Durability::Sync`; false: to `Durability::Flush`.
     pub force_sync: bool,
     /// Longest time an `Async` commit stays unsynced (> 0).
+    #[cfg_attr(feature = "toml", serde(with = "crate::config_toml::duration"))]
     pub async_flush_interval: Duration,
     /// Size after which a swap file rolls over to a new one (>= 1 MiB).
     pub swap_roll_over_size: u64,
     /// Directory `backup()` writes save sets into.
+    #[cfg_attr(feature = "toml", serde(skip_serializing_if = "Option::is_none"))]
     pub backup_path: Option<PathBuf>,
     /// Complete save sets `backup()` keeps (>= 1).
     pub backup_keep_generations: usize,
@@ -77,6 +89,26 @@ impl Default for StoreConfig {
         }
     }
 }
+
+/// The names of [`StoreConfig`]'s fields, in declaration order: the names
+/// [`Error::InvalidConfig`] uses and the keys of the TOML form.
+pub const FIELDS: [&str; 15] = [
+    "page_size",
+    "page_size_max",
+    "page_size_recommended",
+    "initial_db_size_pages",
+    "perform_compact_on_startup",
+    "perform_resize_on_startup",
+    "cache_min_pages",
+    "cache_max_pages",
+    "checkpoint_size",
+    "force_sync",
+    "async_flush_interval",
+    "swap_roll_over_size",
+    "backup_path",
+    "backup_keep_generations",
+    "max_message_size",
+];
 
 /// True when `size` is a supported page size.
 pub fn is_valid_page_size(size: u32) -> bool {

@@ -26,6 +26,8 @@ mod bytes;
 pub mod cache;
 pub mod catalog;
 pub mod config;
+#[cfg(feature = "toml")]
+mod config_toml;
 pub mod durables;
 pub mod error;
 pub mod file;

@@ -39,6 +39,7 @@ impl Poison {
     pub fn latch(&self, e: Error) -> Error {
         let mut c = self.cause.lock();
         if c.is_none() {
+            tracing::warn!(cause = %e, "store poisoned: writes stop until it is reopened");
             *c = Some(e.to_string());
         }
         self.set.store(true, Ordering::Release);

@@ -40,8 +40,15 @@ pub(crate) fn recover(
     if sb.clean_close && found.base_lsn() == checkpoint {
         // A clean close checkpointed everything and recycled the log: nothing to replay.
         // (The open that follows writes a superblock without the mark before any commit.)
+        tracing::debug!(checkpoint, "clean close: no log to replay");
         return Ok(0);
     }
+    tracing::info!(
+        checkpoint,
+        clean_close = sb.clean_close,
+        "replaying the log"
+    );
+    let started = std::time::Instant::now();
     let page_size = shared.pagedb.page_size();
     let mut applied = 0;
     shared.log.replay(found, |frame| {
@@ -73,6 +80,8 @@ pub(crate) fn recover(
         applied += 1;
         Ok(())
     })?;
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::info!(frames = applied, ms, "recovery replayed the log");
     Ok(applied)
 }
 

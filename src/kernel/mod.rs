@@ -269,6 +269,7 @@ impl Kernel {
         options: OpenOptions,
     ) -> Result<Kernel> {
         let bugs = options.bugs;
+        let started = std::time::Instant::now();
         config.validate()?;
         if !fs.exists(dir).map_err(|e| io_err("checking for", dir, e))? {
             fs.create_dir_all(dir)
@@ -379,6 +380,14 @@ impl Kernel {
         // Every open ends recovery with a checkpoint: page.db then reflects the whole log,
         // and the log starts a new generation, so no stale frame is ever continued.
         shared.checkpoint(false)?;
+        tracing::info!(
+            dir = %dir.display(),
+            page_size = shared.pagedb.page_size(),
+            replayed = frames > 0,
+            frames,
+            ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
         let threads = if options.no_background_threads {
             Vec::new()
         } else {

@@ -161,6 +161,11 @@ fn decode_manifest(set: &Path, b: &[u8]) -> Result<Vec<(String, u64, u32)>> {
     Ok(out)
 }
 
+/// The bytes a manifest's files hold (for the log).
+fn total_bytes(files: &[(String, u64, u32)]) -> u64 {
+    files.iter().map(|f| f.1).sum()
+}
+
 /// CRC32 and length of a file, read in chunks.
 fn checksum(fs: &dyn FileSystem, path: &Path) -> Result<(u64, u32)> {
     let f = fs
@@ -212,6 +217,7 @@ impl Store {
                     complete.push((key, name));
                 }
             } else if p != set.path {
+                tracing::info!(path = %p.display(), "deleting an incomplete save set");
                 remove_tree(fs.as_ref(), &p)?;
             }
         }
@@ -219,6 +225,7 @@ impl Store {
         let keep = self.config().backup_keep_generations;
         let excess = complete.len().saturating_sub(keep);
         for (_, name) in &complete[..excess] {
+            tracing::info!(path = %base.join(name).display(), keep, "pruning an old save set");
             remove_tree(fs.as_ref(), &base.join(name))?;
         }
         fs.sync_dir(&base)
@@ -233,6 +240,7 @@ impl Store {
         let _one_backup = e.backup_lock.lock();
         let fs = e.kernel.file_system().clone();
         let created = SystemTime::now();
+        let started = std::time::Instant::now();
         let page_size = e.kernel.page_size() as u32;
         if !fs.exists(dir).map_err(|err| io("checking for", dir, err))? {
             fs.create_dir_all(dir)
@@ -293,6 +301,13 @@ impl Store {
         fs.sync_dir(&path)
             .map_err(|err| io("syncing", &path, err))?;
         fs.sync_dir(dir).map_err(|err| io("syncing", dir, err))?;
+        tracing::info!(
+            path = %path.display(),
+            files = files.len(),
+            bytes = total_bytes(&files),
+            ms = started.elapsed().as_millis() as u64,
+            "backup complete"
+        );
         Ok(SaveSet {
             path,
             created,
@@ -310,6 +325,7 @@ impl Store {
     /// [`Store::restore`] on any file layer.
     #[doc(hidden)]
     pub fn restore_with(fs: &dyn FileSystem, set: &Path, target: &Path) -> Result<()> {
+        let started = std::time::Instant::now();
         let named = |n: &str| set.join(n).display().to_string();
         if !fs
             .exists(&set.join(COMPLETED))
@@ -363,7 +379,17 @@ impl Store {
             .map_err(|e| io("syncing", target, e))?;
         fs.sync_dir(target).map_err(|e| io("syncing", target, e))?;
         let parent = parent_dir(target);
-        fs.sync_dir(&parent).map_err(|e| io("syncing", &parent, e))
+        fs.sync_dir(&parent)
+            .map_err(|e| io("syncing", &parent, e))?;
+        tracing::info!(
+            saveset = %set.display(),
+            target = %target.display(),
+            files = files.len(),
+            bytes = total_bytes(&files),
+            ms = started.elapsed().as_millis() as u64,
+            "restore complete"
+        );
+        Ok(())
     }
 }
 

@@ -3,20 +3,27 @@
 //! Exit codes (documented in docs/operations.md): 0 fine, 1 problems found, 2 usage or
 //! I/O error. `--json` prints one JSON document for machines.
 
-use std::path::Path;
+use stowage::Store;
 
-use stowage::{Store, StoreConfig};
+use crate::progress::spin;
+use crate::Target;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn open(dir: &Path) -> Res<Store> {
+/// Opens the store of `t` (never creating one) with its configuration.
+pub fn open(t: &Target) -> Res<Store> {
+    let dir = &t.dir;
     if !dir.join("page.db").exists() {
         return Err(format!("{} holds no store (no page.db)", dir.display()).into());
     }
-    Ok(Store::open(dir, StoreConfig::default())?)
+    let config = t.config()?;
+    Ok(spin(format!("opening {}", dir.display()), || {
+        Store::open(dir, config)
+    })?)
 }
 
-fn json_str(s: &str) -> String {
+/// `s` as a JSON string literal.
+pub fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -30,18 +37,23 @@ fn json_str(s: &str) -> String {
     out
 }
 
+/// `items` as a JSON array of strings.
+pub fn json_strs(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| json_str(i)).collect();
+    format!("[{}]", quoted.join(","))
+}
+
 /// `check`: 0 when clean, 1 when problems were found.
-pub fn check(dir: &Path, json: bool) -> Res<i32> {
-    let s = open(dir)?;
-    let r = s.check()?;
+pub fn check(t: &Target) -> Res<i32> {
+    let (s, json) = (open(t)?, t.json);
+    let r = spin("checking every page, index and message", || s.check())?;
     if json {
-        let problems: Vec<String> = r.problems.iter().map(|p| json_str(p)).collect();
         println!(
-            "{{\"clean\":{},\"pages_checked\":{},\"messages_checked\":{},\"problems\":[{}]}}",
+            "{{\"clean\":{},\"pages_checked\":{},\"messages_checked\":{},\"problems\":{}}}",
             r.is_clean(),
             r.pages_checked,
             r.messages_checked,
-            problems.join(",")
+            json_strs(&r.problems)
         );
     } else {
         println!(
@@ -60,9 +72,9 @@ pub fn check(dir: &Path, json: bool) -> Res<i32> {
 }
 
 /// `scan`: the size histogram and the recommended page size.
-pub fn scan(dir: &Path, json: bool) -> Res<i32> {
-    let s = open(dir)?;
-    let r = s.scan()?;
+pub fn scan(t: &Target) -> Res<i32> {
+    let (s, json) = (open(t)?, t.json);
+    let r = spin("scanning message sizes", || s.scan())?;
     if json {
         let h: Vec<String> = r
             .histogram
@@ -89,8 +101,8 @@ pub fn scan(dir: &Path, json: bool) -> Res<i32> {
 }
 
 /// `stats`: the store's counters.
-pub fn stats(dir: &Path, json: bool) -> Res<i32> {
-    let s = open(dir)?;
+pub fn stats(t: &Target) -> Res<i32> {
+    let (s, json) = (open(t)?, t.json);
     let st = s.stats();
     if json {
         println!(
@@ -123,8 +135,8 @@ fn show(payload: &[u8], hex: bool) -> String {
 
 /// `dump`: queues, their entries (and payloads with `--messages`), prepared xids and
 /// durable subscriptions.
-pub fn dump(dir: &Path, json: bool, messages: bool, hex: bool, limit: usize) -> Res<i32> {
-    let s = open(dir)?;
+pub fn dump(t: &Target, messages: bool, hex: bool, limit: usize) -> Res<i32> {
+    let (s, json) = (open(t)?, t.json);
     let mut queues = Vec::new();
     for q in s.queues()? {
         let mut items = Vec::new();

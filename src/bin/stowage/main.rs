@@ -1,14 +1,19 @@
 //! `stowage`: the command-line tool for store directories.
 //!
-//! Today it runs benchmarks (`stowage bench`); the maintenance subcommands (check, repair,
-//! scan, shrink, backup, restore, stats, dump) join it as the engine grows them.
+//! Subcommands: check, scan, stats, dump (inspect.rs), backup and restore (saveset.rs),
+//! bench (bench.rs). Exit codes, documented in docs/operations.md: 0 fine, 1 problems found,
+//! 2 usage or I/O error. Results go to stdout (`--json`: one JSON document); errors, log
+//! lines (`STOWAGE_LOG`, default `warn`) and progress spinners go to stderr.
 
 mod bench;
 mod inspect;
+mod progress;
+mod saveset;
 mod swap_bench;
 mod workloads;
 
 use clap::{Parser, Subcommand};
+use stowage::StoreConfig;
 
 /// The stowage command.
 #[derive(Parser, Debug)]
@@ -44,6 +49,27 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Back the store up into a new save set. The command opens the store, so stop the
+    /// broker first (a running broker backs up online with `Store::backup`).
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        /// Write the save set under DIR. Without it: into `backup_path` of --config,
+        /// keeping `backup_keep_generations` complete save sets there.
+        #[arg(long, value_name = "DIR")]
+        to: Option<std::path::PathBuf>,
+    },
+    /// Verify a save set against its manifest and rebuild a store from it in TARGET;
+    /// exit 1 if the save set fails verification.
+    Restore {
+        /// The save set directory (saveset_<UTC>_<page size>).
+        saveset: std::path::PathBuf,
+        /// The directory to rebuild the store in (must not hold a store).
+        target: std::path::PathBuf,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the device's fsync rates, the durable commit path and workloads W1-W7.
     Bench(bench::BenchArgs),
     /// The W5 reader (run by `bench` in its own process).
@@ -62,20 +88,42 @@ struct Target {
     /// One JSON document instead of text.
     #[arg(long)]
     json: bool,
+    /// Open the store with this configuration (TOML; see examples/stowage.toml).
+    #[cfg(feature = "toml")]
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    /// The configuration to open the store with: --config, or the defaults.
+    fn config(&self) -> Result<StoreConfig, stowage::Error> {
+        #[cfg(feature = "toml")]
+        if let Some(path) = &self.config {
+            return StoreConfig::from_toml_file(path);
+        }
+        Ok(StoreConfig::default())
+    }
 }
 
 fn main() {
     let cli = Cli::parse();
+    progress::init_logging();
     let result = match cli.command {
-        Command::Check(t) => inspect::check(&t.dir, t.json),
-        Command::Scan(t) => inspect::scan(&t.dir, t.json),
-        Command::Stats(t) => inspect::stats(&t.dir, t.json),
+        Command::Check(t) => inspect::check(&t),
+        Command::Scan(t) => inspect::scan(&t),
+        Command::Stats(t) => inspect::stats(&t),
         Command::Dump {
             target,
             messages,
             hex,
             limit,
-        } => inspect::dump(&target.dir, target.json, messages, hex, limit),
+        } => inspect::dump(&target, messages, hex, limit),
+        Command::Backup { target, to } => saveset::backup(&target, to.as_deref()),
+        Command::Restore {
+            saveset,
+            target,
+            json,
+        } => saveset::restore(&saveset, &target, json),
         Command::Bench(args) => bench::run(&args).map(|()| 0),
         Command::BenchRead { dir } => workloads::read_backlog(&dir).map(|()| 0),
     };
