@@ -119,3 +119,129 @@ pub fn decode_log(data: &[u8]) {
         }
     }
 }
+
+/// Where [`decode_manifest`] puts the save set and restores it to.
+const SAVESET_DIR: &str = "/backup/saveset";
+const RESTORE_DIR: &str = "/restored";
+
+/// The files of one complete save set (path relative to the save set, bytes), made once by
+/// backing up a small store on the simulator: a queue with small and multi-page messages,
+/// an in-doubt XA transaction and a durable subscription.
+fn saveset_template() -> &'static [(String, Vec<u8>)] {
+    static TEMPLATE: std::sync::OnceLock<Vec<(String, Vec<u8>)>> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(|| make_saveset().unwrap_or_default())
+}
+
+fn make_saveset() -> crate::error::Result<Vec<(String, Vec<u8>)>> {
+    use crate::kernel::OpenOptions;
+    use crate::{DurableSubscription, NewMessage, Store, Xid};
+    let sim = SimFs::new();
+    let opts = OpenOptions {
+        no_background_threads: true,
+        log_prealloc: Some(0),
+        ..OpenOptions::default()
+    };
+    let store = Store::open_with(
+        Arc::new(sim.clone()),
+        Path::new(FUZZ_DIR),
+        fuzz_config(),
+        opts,
+    )?;
+    store.create_queue("orders")?;
+    let mut tx = store.begin();
+    tx.insert("orders", NewMessage::new(b"one".to_vec()))?;
+    tx.insert("orders", NewMessage::new(vec![7u8; 5000]).priority(9))?;
+    tx.commit()?;
+    let mut tx = store.begin();
+    tx.insert("orders", NewMessage::new(b"in doubt".to_vec()))?;
+    tx.prepare(Xid::new(1, b"gtrid", b"bq")?)?;
+    store.save_durable(&DurableSubscription {
+        client_id: "client".into(),
+        name: "sub".into(),
+        topic: "orders".into(),
+        selector: None,
+        no_local: false,
+    })?;
+    let set = store.backup_to("/backup")?;
+    store.close()?;
+    let mut files = Vec::new();
+    for path in sim.file_names() {
+        if let (Ok(rel), Some(bytes)) = (path.strip_prefix(&set.path), sim.read_file(&path)) {
+            files.push((rel.to_string_lossy().into_owned(), bytes));
+        }
+    }
+    Ok(files)
+}
+
+/// The MANIFEST of the save set [`decode_manifest`] restores (the seed of its corpus).
+pub fn manifest_seed() -> Vec<u8> {
+    saveset_template()
+        .iter()
+        .find(|(name, _)| name == "MANIFEST")
+        .map(|(_, bytes)| bytes.clone())
+        .unwrap_or_default()
+}
+
+/// `data` with its last line replaced by a correct `crc` line (appended if the last line is
+/// not one), so that mutations reach the line parser and the file checks behind it.
+pub fn manifest_with_fixed_checksum(data: &[u8]) -> Vec<u8> {
+    let trimmed = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut body = match trimmed.iter().rposition(|&b| b == b'\n') {
+        Some(i) if trimmed[i + 1..].starts_with(b"crc ") => trimmed[..=i].to_vec(),
+        None if trimmed.starts_with(b"crc ") => Vec::new(),
+        _ if trimmed.is_empty() => Vec::new(),
+        _ => [trimmed, b"\n"].concat(),
+    };
+    let crc = crc32fast::hash(&body);
+    body.extend_from_slice(format!("crc {crc:08x}\n").as_bytes());
+    body
+}
+
+/// Restores a save set whose MANIFEST is `data` (with `.completed` and every file of a real
+/// save set present), as given and with its checksum line fixed up. Restore must return
+/// `Ok` or a typed error (`Corruption`, `InvalidArgument`, `Io`); a restored store must
+/// open or refuse with an error, and be checkable. Panics on any other outcome.
+pub fn decode_manifest(data: &[u8]) {
+    restore_with_manifest(data);
+    restore_with_manifest(&manifest_with_fixed_checksum(data));
+}
+
+/// One restore of the template save set with `manifest` as its MANIFEST; returns whether
+/// the restore succeeded (and the restored store opened).
+pub fn restore_with_manifest(manifest: &[u8]) -> bool {
+    use crate::error::Error;
+    use crate::kernel::OpenOptions;
+    use crate::Store;
+    let sim = SimFs::new();
+    let set = Path::new(SAVESET_DIR);
+    if sim.create_dir_all(&set.join("durables")).is_err() {
+        return false;
+    }
+    for (name, bytes) in saveset_template() {
+        sim.write_file_durable(&set.join(name), bytes);
+    }
+    sim.write_file_durable(&set.join("MANIFEST"), manifest);
+    let target = Path::new(RESTORE_DIR);
+    match Store::restore_with(&sim, set, target) {
+        Ok(()) => {}
+        Err(Error::Corruption { .. } | Error::InvalidArgument { .. } | Error::Io { .. }) => {
+            return false
+        }
+        Err(e) => panic!("restore returned an unexpected error: {e}"),
+    }
+    let opts = OpenOptions {
+        no_background_threads: true,
+        log_prealloc: Some(0),
+        ..OpenOptions::default()
+    };
+    match Store::open_with(Arc::new(sim), target, fuzz_config(), opts) {
+        Ok(store) => {
+            if let Err(e) = store.check() {
+                panic!("check() of a restored store failed: {e}");
+            }
+            true
+        }
+        Err(Error::Corruption { .. } | Error::Io { .. }) => false,
+        Err(e) => panic!("opening a restored store returned an unexpected error: {e}"),
+    }
+}

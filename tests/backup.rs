@@ -442,3 +442,52 @@ fn backup_while_page_db_grows_between_the_copies() {
         "the set holds every commit the copied log holds"
     );
 }
+
+/// Found by the `decode_manifest` fuzz seeds: a manifest with a valid checksum that listed
+/// no page.db (or no log, or a file twice) was restored, and the "restored" directory opened
+/// as an empty store (or without the log's commits) instead of being refused.
+#[test]
+fn restore_refuses_a_manifest_without_page_db_or_log_or_with_a_file_twice() {
+    use stowage::fuzzing::manifest_with_fixed_checksum;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("store"), config()).unwrap();
+    fill(&s);
+    let set = s.backup_to(dir.path().join("b")).unwrap().path;
+    s.close().unwrap();
+    let manifest = std::fs::read_to_string(set.join("MANIFEST")).unwrap();
+    let lines: Vec<&str> = manifest
+        .lines()
+        .filter(|l| !l.starts_with("crc "))
+        .collect();
+    let keep = |drop: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with(drop))
+            .collect()
+    };
+    let mut twice = lines.clone();
+    twice.push(lines[0]);
+    for (case, kept) in [
+        ("no page.db", keep("page.db ")),
+        ("no log", keep("transaction.log ")),
+        ("no files", Vec::new()),
+        ("a file twice", twice),
+    ] {
+        let mut body = kept.join("\n");
+        body.push('\n');
+        std::fs::write(
+            set.join("MANIFEST"),
+            manifest_with_fixed_checksum(body.as_bytes()),
+        )
+        .unwrap();
+        let target = dir.path().join("t");
+        match Store::restore(&set, &target) {
+            Err(Error::Corruption { file, .. }) => assert!(file.ends_with("MANIFEST"), "{file}"),
+            other => panic!("{case}: {other:?}"),
+        }
+        assert!(!target.join("page.db").exists(), "{case}: nothing copied");
+    }
+    std::fs::write(set.join("MANIFEST"), &manifest).unwrap();
+    Store::restore(&set, dir.path().join("t")).unwrap();
+}

@@ -156,6 +156,9 @@ fn decode_manifest(set: &Path, b: &[u8]) -> Result<Vec<(String, u64, u32)>> {
         if name.is_empty() || name.contains("..") || name.starts_with('/') {
             return Err(bad("bad file name"));
         }
+        if out.iter().any(|(n, _, _)| n == name) {
+            return Err(bad("a file is listed twice"));
+        }
         out.push((name.to_string(), len, crc));
     }
     Ok(out)
@@ -173,7 +176,7 @@ fn checksum(fs: &dyn FileSystem, path: &Path) -> Result<(u64, u32)> {
         .map_err(|e| io("opening", path, e))?;
     let len = f.len().map_err(|e| io("reading length of", path, e))?;
     let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; len.min(1 << 20) as usize];
     let mut at = 0;
     while at < len {
         let n = (len - at).min(buf.len() as u64) as usize;
@@ -338,6 +341,17 @@ impl Store {
             ));
         }
         let files = decode_manifest(set, &read_file(fs, &set.join(MANIFEST), 1 << 24)?)?;
+        // Every save set holds page.db and the log: restoring one without them would open
+        // as an empty store (or lose the log's commits) instead of refusing.
+        for required in [crate::page::PAGE_DB, crate::log::frame::LOG_FILE] {
+            if !files.iter().any(|(name, _, _)| name == required) {
+                return Err(Error::corruption(
+                    named(MANIFEST),
+                    "manifest",
+                    format!("{required} is not listed: not a save set backup() wrote"),
+                ));
+            }
+        }
         for (name, len, crc) in &files {
             let p = set.join(name);
             if !fs.exists(&p).map_err(|e| io("checking", &p, e))? {
@@ -422,5 +436,7 @@ mod tests {
         }
         let evil = encode_manifest(&[("../x".to_string(), 1, 1)]);
         assert!(decode_manifest(set, &evil).is_err());
+        let twice = encode_manifest(&[files[0].clone(), files[0].clone()]);
+        assert!(decode_manifest(set, &twice).is_err());
     }
 }
