@@ -277,3 +277,30 @@ fn log_lines_go_to_stderr_when_stowage_log_asks_for_them() {
     );
     serde_json::from_str::<serde_json::Value>(&out).expect("stdout stays pure JSON");
 }
+
+#[test]
+fn repair_reports_lost_messages_with_exit_1_and_shrink_reports_sizes() {
+    let dir = store();
+    let v = json(&small(&["repair", s(dir.path()), "--json"]), 0);
+    assert_eq!(v["lossless"], true);
+    assert_eq!(v["messages_recovered"], 2);
+    assert_eq!(v["prepared_kept"], 1);
+    // Damage the data page holding the payloads.
+    let db_path = dir.path().join("page.db");
+    let mut db = std::fs::read(&db_path).unwrap();
+    let page = 2048;
+    let data = (1..db.len() / page)
+        .find(|&id| db[id * page] == stowage::page::PageType::Data as u8)
+        .unwrap();
+    db[data * page + 64..data * page + 96].fill(0x5a);
+    std::fs::write(&db_path, &db).unwrap();
+    let v = json(&small(&["repair", s(dir.path()), "--json"]), 1);
+    assert_eq!(v["lossless"], false);
+    assert_eq!(v["messages_lost"], 2);
+    assert_eq!(v["queues"][0]["name"], "orders");
+    assert_eq!(v["queues"][0]["lost_keys"].as_array().unwrap().len(), 2);
+    let (code, out) = stowage(&small(&["check", s(dir.path())]));
+    assert_eq!(code, 0, "{out}");
+    let v = json(&small(&["shrink", s(dir.path()), "--json"]), 0);
+    assert!(v["bytes_after"].as_u64().unwrap() <= v["bytes_before"].as_u64().unwrap());
+}

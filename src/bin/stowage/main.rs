@@ -7,6 +7,7 @@
 
 mod bench;
 mod inspect;
+mod maintain;
 mod progress;
 mod saveset;
 mod swap_bench;
@@ -49,6 +50,11 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Salvage a damaged store in place; exit 1 if messages were lost (the report names
+    /// them per queue). The store must not be open.
+    Repair(Target),
+    /// Move live pages off the end of page.db and truncate it.
+    Shrink(Target),
     /// Back the store up into a new save set. The command opens the store, so stop the
     /// broker first (a running broker backs up online with `Store::backup`).
     Backup {
@@ -118,6 +124,8 @@ fn main() {
             hex,
             limit,
         } => inspect::dump(&target, messages, hex, limit),
+        Command::Repair(t) => maintain::repair(&t),
+        Command::Shrink(t) => maintain::shrink(&t),
         Command::Backup { target, to } => saveset::backup(&target, to.as_deref()),
         Command::Restore {
             saveset,
