@@ -304,3 +304,41 @@ fn repair_reports_lost_messages_with_exit_1_and_shrink_reports_sizes() {
     let v = json(&small(&["shrink", s(dir.path()), "--json"]), 0);
     assert!(v["bytes_after"].as_u64().unwrap() <= v["bytes_before"].as_u64().unwrap());
 }
+
+#[test]
+fn bench_device_quick_json_parses_and_recommends_a_valid_config() {
+    let work = tempfile::tempdir().unwrap();
+    let v = json(
+        &[
+            "bench",
+            "--device",
+            "--quick",
+            "--json",
+            "--dir",
+            s(work.path()),
+        ],
+        0,
+    );
+    for key in [
+        "append_fdatasync_4k_per_sec",
+        "overwrite_fdatasync_4k_per_sec",
+        "overwrite_fdatasync_4k_8_threads_per_sec",
+        "sequential_write_mib_per_sec",
+    ] {
+        assert!(v["device"][key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    let r = &v["recommended"];
+    assert_eq!(r["force_sync"], true);
+    #[cfg(feature = "toml")]
+    StoreConfig::from_toml_str(&format!(
+        "force_sync = {}\ncheckpoint_size = {}\nasync_flush_interval = {}\n",
+        r["force_sync"], r["checkpoint_size"], r["async_flush_interval"]
+    ))
+    .expect("the recommendation is a valid configuration");
+    assert!(!v["notes"].as_array().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "scratch files left"
+    );
+}

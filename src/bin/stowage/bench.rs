@@ -1,8 +1,6 @@
 //! `stowage bench`: the device's fsync limits and the kernel's Sync commit throughput and
 //! latency, measured in the same run so the ratios are meaningful on a noisy machine.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +10,10 @@ use stowage::file::RealFs;
 use stowage::kernel::Kernel;
 use stowage::page::PageType;
 use stowage::{Durability, StoreConfig};
+
+use crate::device::DeviceRates;
+use crate::progress::spin;
+use crate::workloads::scratch;
 
 /// Options of `stowage bench`.
 #[derive(Args, Debug)]
@@ -28,78 +30,16 @@ pub struct BenchArgs {
     /// Print machine-readable JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Skip the broker workloads W1-W5.
+    /// Skip the broker workloads W1-W7.
     #[arg(long)]
     no_workloads: bool,
+    /// Measure only the device (fsync rates, sequential writes) and recommend
+    /// force_sync and checkpoint settings for it.
+    #[arg(long)]
+    device: bool,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // Best effort: a leftover scratch directory only costs disk space.
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(base: &Path, name: &str) -> Res<Scratch> {
-    let p = base.join(format!("stowage-bench-{}-{name}", std::process::id()));
-    if p.exists() {
-        std::fs::remove_dir_all(&p)?;
-    }
-    std::fs::create_dir_all(&p)?;
-    Ok(Scratch(p))
-}
-
-/// 4 KiB writes + fdatasync per second: appending to a new file, or overwriting a
-/// preallocated, zero-filled one; `threads` threads on their own files. The zero-fill is
-/// done before the clock starts (all threads meet at a barrier).
-fn device_rate(base: &Path, overwrite: bool, threads: usize, n: usize) -> Res<f64> {
-    let dir = scratch(base, if overwrite { "overwrite" } else { "append" })?;
-    let ready = Arc::new(std::sync::Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let path = dir.0.join(format!("f{t}"));
-            let ready = ready.clone();
-            std::thread::spawn(move || -> std::io::Result<()> {
-                let prepared = (|| {
-                    let f = OpenOptions::new()
-                        .create(true)
-                        .truncate(true)
-                        .read(true)
-                        .write(true)
-                        .open(&path)?;
-                    if overwrite {
-                        let zeros = vec![0u8; 1 << 20];
-                        for i in 0..(n as u64 * 4096).div_ceil(1 << 20) {
-                            f.write_all_at(&zeros, i << 20)?;
-                        }
-                        f.sync_all()?;
-                    }
-                    Ok::<_, std::io::Error>(f)
-                })();
-                // Meet the others even after an error, so nobody waits forever.
-                ready.wait();
-                let f = prepared?;
-                let block = vec![0xA5u8; 4096];
-                for i in 0..n {
-                    f.write_all_at(&block, i as u64 * 4096)?;
-                    f.sync_data()?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    ready.wait();
-    let start = Instant::now();
-    for h in handles {
-        h.join().map_err(|_| "device thread panicked")??;
-    }
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    Ok((threads * n) as f64 / secs)
-}
 
 struct CommitResult {
     threads: usize,
@@ -131,6 +71,7 @@ fn commits(
     checkpoint_every: Option<u64>,
 ) -> Res<CommitResult> {
     let dir = scratch(base, &format!("commits{threads}"))?;
+    std::fs::create_dir_all(&dir.0)?;
     let config = StoreConfig {
         page_size: 4096,
         initial_db_size_pages: 1024,
@@ -222,26 +163,33 @@ fn histogram(g: &[u64; 16]) -> String {
 
 /// Runs everything and prints the table (or JSON).
 pub fn run(args: &BenchArgs) -> Res<()> {
+    if args.device {
+        return crate::device::run(&args.dir, args.quick, args.json);
+    }
     let n = if args.quick {
         args.commits.min(500)
     } else {
         args.commits
     };
     let dev_n = if args.quick { 500 } else { 3000 };
-    let append = device_rate(&args.dir, false, 1, dev_n)?;
-    let overwrite = device_rate(&args.dir, true, 1, dev_n)?;
-    let overwrite8 = device_rate(&args.dir, true, 8, dev_n / 4)?;
-    let one = commits(&args.dir, 1, n, None)?;
-    let eight = commits(&args.dir, 8, n, None)?;
-    let ckpt = commits(&args.dir, 8, n, Some(200))?;
+    let dev = DeviceRates::measure(&args.dir, dev_n, 0)?;
+    let overwrite = dev.overwrite;
+    let one = spin("Sync commits, 1 thread", || commits(&args.dir, 1, n, None))?;
+    let eight = spin("Sync commits, 8 threads", || commits(&args.dir, 8, n, None))?;
+    let ckpt = spin("Sync commits, 8 threads, checkpoints", || {
+        commits(&args.dir, 8, n, Some(200))
+    })?;
     let scale = if args.quick { 10 } else { 1 };
     let exe = std::env::current_exe()?;
     let (work, w7) = if args.no_workloads {
         (Vec::new(), None)
     } else {
         let work = crate::workloads::all(&args.dir, scale, &exe)?;
-        let d = crate::workloads::scratch(&args.dir, "w7")?;
-        (work, Some(crate::swap_bench::w7(&d.0, 1_000_000 / scale)?))
+        let d = scratch(&args.dir, "w7")?;
+        let w7 = spin("W7: swap", || {
+            crate::swap_bench::w7(&d.0, 1_000_000 / scale)
+        })?;
+        (work, Some(w7))
     };
     if args.json {
         let row = |r: &CommitResult| {
@@ -267,15 +215,12 @@ pub fn run(args: &BenchArgs) -> Res<()> {
             )
         });
         println!(
-            "{{\"device\":{{\"append_fdatasync_4k_per_sec\":{append:.0},\"overwrite_fdatasync_4k_per_sec\":{overwrite:.0},\"overwrite_fdatasync_4k_8_threads_per_sec\":{overwrite8:.0}}},\"sync_commits_1\":{},\"sync_commits_8\":{},\"sync_commits_8_with_checkpoints\":{},\"workloads\":[{}],\"w7\":{w7}}}",
-            row(&one), row(&eight), row(&ckpt), w.join(",")
+            "{{\"device\":{{{}}},\"sync_commits_1\":{},\"sync_commits_8\":{},\"sync_commits_8_with_checkpoints\":{},\"workloads\":[{}],\"w7\":{w7}}}",
+            dev.json_fields(), row(&one), row(&eight), row(&ckpt), w.join(",")
         );
         return Ok(());
     }
-    println!("device (4 KiB + fdatasync):");
-    println!("  append           {append:>10.0} /s");
-    println!("  overwrite        {overwrite:>10.0} /s");
-    println!("  overwrite, 8 thr {overwrite8:>10.0} /s");
+    dev.print();
     println!();
     println!("Sync commits (one 8-byte change each):");
     println!(

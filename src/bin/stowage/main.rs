@@ -6,6 +6,7 @@
 //! lines (`STOWAGE_LOG`, default `warn`) and progress spinners go to stderr.
 
 mod bench;
+mod device;
 mod inspect;
 mod maintain;
 mod progress;
@@ -76,7 +77,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure the device's fsync rates, the durable commit path and workloads W1-W7.
+    /// Measure the device's fsync rates, the durable commit path and workloads W1-W7
+    /// (--device: only the device, and the settings recommended for it).
     Bench(bench::BenchArgs),
     /// The W5 reader (run by `bench` in its own process).
     #[command(hide = true)]

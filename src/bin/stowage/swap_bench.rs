@@ -87,7 +87,7 @@ impl fmt::Display for W7Figures {
 
 /// The device's sequential write bandwidth: `bytes` written to a new file in 1 MiB
 /// writes, then one fsync; MiB/s over the whole, fsync included.
-fn device_seq_write(path: &Path, bytes: u64) -> Result<f64, Box<dyn std::error::Error>> {
+pub fn device_seq_write(path: &Path, bytes: u64) -> Result<f64, Box<dyn std::error::Error>> {
     let chunk = vec![0xA5u8; 1 << 20];
     let start = Instant::now();
     let mut f = std::fs::File::create(path)?;

@@ -294,16 +294,25 @@ pub fn scratch(base: &Path, name: &str) -> Res<Scratch> {
 
 /// Runs W1–W5 (scaled down by `scale`) and returns their figures.
 pub fn all(base: &Path, scale: usize, exe: &Path) -> Res<Vec<Figures>> {
+    use crate::progress::spin;
     let mut v = Vec::new();
     let d = scratch(base, "w1")?;
-    v.push(publish_sync(&d.0, 1, 20_000 / scale)?);
+    v.push(spin("W1: durable publish, 1 producer", || {
+        publish_sync(&d.0, 1, 20_000 / scale)
+    })?);
     let d = scratch(base, "w2")?;
-    v.push(publish_sync(&d.0, 8, 5_000 / scale)?);
+    v.push(spin("W2: durable publish, 8 producers", || {
+        publish_sync(&d.0, 8, 5_000 / scale)
+    })?);
     let d = scratch(base, "w3")?;
-    v.push(batched(&d.0, 200_000 / scale)?);
+    v.push(spin("W3: batched publish", || {
+        batched(&d.0, 200_000 / scale)
+    })?);
     let d = scratch(base, "w4")?;
-    v.push(churn(&d.0, 50_000 / scale)?);
+    v.push(spin("W4: churn", || churn(&d.0, 50_000 / scale))?);
     let d = scratch(base, "w5")?;
-    v.push(backlog(&d.0, 1_000_000 / scale, exe)?);
+    v.push(spin("W5: backlog", || {
+        backlog(&d.0, 1_000_000 / scale, exe)
+    })?);
     Ok(v)
 }
