@@ -46,7 +46,7 @@ use crate::page::{PageId, PageType};
 pub use check::check;
 use node::*;
 pub use node::{branch_capacity, leaf_capacity};
-pub use relocate::relocate;
+pub use relocate::{relocate, Relocated};
 pub use salvage::{salvage, LostRange};
 
 /// The largest value length a tree accepts, in bytes.

@@ -40,8 +40,11 @@ pub struct ShrinkReport {
 const PAYLOAD_BATCH: usize = 32;
 /// Index pages moved per write transaction.
 const INDEX_BATCH: u64 = 32;
-/// Index entries read per read view while looking for payloads to move.
-const SCAN_BATCH: usize = 4096;
+/// Index leaves visited per write transaction.
+const INDEX_LEAVES: u64 = 256;
+/// Index entries read per read view while looking for payloads to move (a view holds
+/// commits back, so it stays short).
+const SCAN_BATCH: usize = 256;
 
 impl Store {
     /// Reclaims free space: moves live pages from the end of page.db into free pages below
@@ -84,24 +87,35 @@ fn shrink_limit(e: &Engine) -> PageId {
         .min(total)
 }
 
-/// Moves the pages of `queue`'s index at or above `limit` down, [`INDEX_BATCH`] per
+/// Moves the pages of `queue`'s index at or above `limit` down, a slice of the tree per
 /// transaction; returns how many moved.
 fn move_index(e: &Engine, queue: &str, limit: PageId) -> Result<u64> {
     let mut total = 0;
+    let mut from = 0;
     loop {
         let mut tx = e.kernel.begin()?;
         let Some((mut meta, slot)) = current(e, queue) else {
             return Ok(total);
         };
-        let (root, moved) =
-            btree::relocate(&mut tx, meta.index_root, VALUE_LEN, limit, INDEX_BATCH)?;
-        if moved == 0 {
-            return Ok(total);
+        let r = btree::relocate(
+            &mut tx,
+            meta.index_root,
+            VALUE_LEN,
+            limit,
+            from,
+            INDEX_LEAVES,
+            INDEX_BATCH,
+        )?;
+        total += r.moved;
+        if r.moved > 0 {
+            meta.index_root = r.root;
+            catalog::write(&mut tx, slot, &meta)?;
+            tx.commit_then(Durability::Async, || install(e, queue, meta))?;
         }
-        total += moved;
-        meta.index_root = root;
-        catalog::write(&mut tx, slot, &meta)?;
-        tx.commit_then(Durability::Async, || install(e, queue, meta))?;
+        match r.resume {
+            Some(k) => from = k,
+            None => return Ok(total),
+        }
     }
 }
 
