@@ -203,7 +203,7 @@ fn a_damaged_index_leaf_loses_its_key_range_and_nothing_else() {
     assert!(r.why.contains(&format!("page {victim}")), "{}", r.why);
     for k in &in_leaf {
         assert!(
-            *k >= r.lo && r.hi.map_or(true, |h| *k < h),
+            *k >= r.lo && r.hi.is_none_or(|h| *k < h),
             "key {k} outside {r:?}"
         );
     }

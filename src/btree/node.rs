@@ -82,7 +82,7 @@ impl Bounds {
     pub(super) const ALL: Bounds = Bounds { lo: 0, hi: None };
 
     pub(super) fn contains(self, k: u64) -> bool {
-        k >= self.lo && self.hi.map_or(true, |h| k < h)
+        k >= self.lo && self.hi.is_none_or(|h| k < h)
     }
 }
 

@@ -149,7 +149,7 @@ impl Lost {
                 keys.contains(&key)
                     || ranges
                         .iter()
-                        .any(|r| key >= r.lo && r.hi.map_or(true, |h| key < h))
+                        .any(|r| key >= r.lo && r.hi.is_none_or(|h| key < h))
             }
         }
     }

@@ -246,7 +246,7 @@ impl Transaction {
             let cat = e.catalog.lock();
             for op in &self.ops {
                 let (name, id) = op_queue(op);
-                if !cat.queues.get(name).is_some_and(|q| q.meta.id == id) {
+                if cat.queues.get(name).is_none_or(|q| q.meta.id != id) {
                     return Err(Error::QueueNotFound {
                         queue: name.to_string(),
                     });
