@@ -28,6 +28,8 @@ pub struct CopiedFile {
 }
 
 const CHUNK: u64 = 1 << 20;
+/// The copy syncs after every this many bytes (a multiple of `CHUNK`).
+const SYNC_EVERY: u64 = 32 * CHUNK;
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
     Error::io(format!("{what} {}", p.display()), e)
@@ -58,6 +60,11 @@ pub fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path, name: &str) -> Res
                 .map_err(|e| io("writing", to, e))?;
             crc.update(&buf[..n]);
             at += n as u64;
+            if at % SYNC_EVERY == 0 {
+                // Bounds the dirty data the copy leaves to the OS: one sync of a whole
+                // 1 GiB copy at the end would queue every committer's fsync behind it.
+                dst.sync_data().map_err(|e| io("syncing", to, e))?;
+            }
         }
     }
     dst.sync_all().map_err(|e| io("syncing", to, e))?;

@@ -13,6 +13,7 @@
 //!   never below the last of them.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use super::index::{IndexValue, VALUE_LEN};
 use super::{index_range, Engine, Store};
@@ -93,6 +94,7 @@ fn move_index(e: &Engine, queue: &str, limit: PageId) -> Result<u64> {
     let mut total = 0;
     let mut from = 0;
     loop {
+        let started = Instant::now();
         let mut tx = e.kernel.begin()?;
         let Some((mut meta, slot)) = current(e, queue) else {
             return Ok(total);
@@ -116,6 +118,7 @@ fn move_index(e: &Engine, queue: &str, limit: PageId) -> Result<u64> {
             Some(k) => from = k,
             None => return Ok(total),
         }
+        pause_after(started);
     }
 }
 
@@ -143,6 +146,7 @@ fn move_payloads(e: &Engine, queue: &str, limit: PageId) -> Result<u64> {
     let keys: Vec<u64> = high.into_iter().collect();
     let mut moved = 0;
     for chunk in keys.chunks(PAYLOAD_BATCH) {
+        let started = Instant::now();
         let mut tx = e.kernel.begin()?;
         let Some((mut meta, slot)) = current(e, queue) else {
             return Ok(moved);
@@ -168,8 +172,15 @@ fn move_payloads(e: &Engine, queue: &str, limit: PageId) -> Result<u64> {
         }
         catalog::write(&mut tx, slot, &meta)?;
         tx.commit_then(Durability::Async, || install(e, queue, meta))?;
+        pause_after(started);
     }
     Ok(moved)
+}
+
+/// Idles as long as the step since `started` took: shrink uses at most about half of the
+/// writer lock's time and of the disk, so committers keep most of both.
+fn pause_after(started: Instant) {
+    std::thread::sleep(started.elapsed());
 }
 
 fn uses_high_page(
