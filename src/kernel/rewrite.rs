@@ -97,7 +97,7 @@ pub fn discard(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         .map_err(|e| io("syncing directory", dir, e))
 }
 
-/// Settles a rewrite a crash (or a finished [`Rewriter`]) left in `dir`: moves the new
+/// Settles a rewrite a crash (or a finished rewrite of the store layer) left in `dir`: moves the new
 /// store's files in if its marker is complete, otherwise deletes it. Returns whether files
 /// were moved. Runs before anything opens the store's files.
 pub fn settle(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
