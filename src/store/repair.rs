@@ -87,6 +87,21 @@ impl Store {
     /// Salvages the store in `dir` into a consistent one in its place and reports what was
     /// lost per queue. The store must not be open. The result opens cleanly with `check()`
     /// clean.
+    ///
+    /// ```
+    /// use stowage::{Store, StoreConfig, NewMessage};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path(), StoreConfig { initial_db_size_pages: 16, ..StoreConfig::default() })?;
+    /// store.create_queue("q")?;
+    /// let mut tx = store.begin();
+    /// tx.insert("q", NewMessage::new(b"kept".to_vec()))?;
+    /// tx.commit()?;
+    /// store.close()?;
+    /// let report = Store::repair(dir.path(), StoreConfig::default())?;
+    /// assert!(report.is_lossless());
+    /// assert_eq!(report.queues[0].recovered, 1);
+    /// # Ok::<(), stowage::Error>(())
+    /// ```
     pub fn repair(dir: impl AsRef<Path>, config: StoreConfig) -> Result<RepairReport> {
         Self::repair_with(
             Arc::new(RealFs::new()),

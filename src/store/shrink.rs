@@ -51,6 +51,22 @@ impl Store {
     /// Reclaims free space: moves live pages from the end of page.db into free pages below
     /// and truncates the file, with commits continuing (each move is a short transaction).
     /// Keys are preserved. Crash-safe: each step is an ordinary commit or checkpoint.
+    ///
+    /// ```
+    /// use stowage::{Store, StoreConfig, NewMessage};
+    /// let store = Store::open_in_memory(StoreConfig { initial_db_size_pages: 16, ..StoreConfig::default() })?;
+    /// store.create_queue("q")?;
+    /// let mut tx = store.begin();
+    /// for _ in 0..2000 { tx.insert("q", NewMessage::new(vec![1u8; 500]))?; }
+    /// tx.commit()?;
+    /// let mut tx = store.begin();
+    /// for e in store.entries("q", 0, 1900)? { tx.remove("q", e.key)?; }
+    /// tx.commit()?;
+    /// let r = store.shrink()?;
+    /// assert!(r.bytes_after < r.bytes_before);
+    /// assert_eq!(store.entries("q", 0, usize::MAX)?.len(), 100);
+    /// # Ok::<(), stowage::Error>(())
+    /// ```
     pub fn shrink(&self) -> Result<ShrinkReport> {
         let e = self.engine()?;
         // One maintenance job at a time (backup holds the checkpoint lock for its copy).
