@@ -6,7 +6,8 @@
 //! (DIR defaults to ./stowage-maint, on the disk to measure; GIB to 1.0). The store is
 //! filled with GIB of 1 KiB messages, half of them consumed from the left edge (so shrink
 //! has work), then each phase measures one committer's Sync commits (insert + remove of a
-//! 1 KiB message) while the operation runs; the idle phase runs 3 s.
+//! 1 KiB message) while the operation runs; the idle phase runs 3 s, and the checkpoint
+//! phase first gets about 60 MiB of dirty pages to write.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +66,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(Duration::from_secs(3));
         Ok(())
     })?;
+    // Give the checkpoint work: about 60 MiB of dirty pages (below checkpoint_size, so no
+    // automatic checkpoint takes it first).
+    let mut tx = s.begin();
+    for i in 0..60_000u32 {
+        tx.insert("backlog", NewMessage::new(vec![i as u8; 1024]))?;
+        if i % 1000 == 999 {
+            tx.commit_with(Durability::Async)?;
+            tx = s.begin();
+        }
+    }
+    tx.commit_with(Durability::Async)?;
     phase(&s, "checkpoint", Some(idle), || s.checkpoint())?;
     let backups = dir.join("backups");
     phase(&s, "backup", Some(idle), || {

@@ -38,6 +38,9 @@ use crate::page::{
 use crate::planted::PlantedBugs;
 use crate::poison::Poison;
 
+/// Bytes [`PageDb::cut_to_page_count`] cuts per step.
+const CUT_STEP: u64 = 64 << 20;
+
 /// The name `page.db` is built under before it is renamed into place.
 const PAGE_DB_TMP: &str = "page.db.tmp";
 
@@ -648,28 +651,31 @@ impl PageDb {
         }
         a.committed = sb.clone();
         a.committed_map = map;
-        if info.truncate {
-            // Under the allocator lock: a growth since the snapshot has raised the page
-            // count (and synced that length), and is never cut.
-            self.cut_file(a.page_count)?;
-        }
         Ok(sb)
     }
 
-    /// Truncates the file to `pages` pages if it is longer, durably.
-    fn cut_file(&self, pages: u64) -> Result<()> {
-        let len = page_offset(pages, self.page_size)?;
-        let now = self
-            .file
-            .len()
-            .map_err(|e| io_err("reading length of", &self.path, e))?;
-        if now <= len {
-            return Ok(());
+    /// Truncates the file to the allocator's page count, after a commit with `truncate`
+    /// made the shorter count durable. Cuts in steps of [`CUT_STEP`] bytes, each under the
+    /// allocator lock (a growth meanwhile raises the page count and is never cut), so an
+    /// allocation waits for one short step at most; then syncs.
+    pub fn cut_to_page_count(&self) -> Result<()> {
+        loop {
+            let a = self.alloc.lock();
+            let keep = page_offset(a.page_count, self.page_size)?;
+            let now = self
+                .file
+                .len()
+                .map_err(|e| io_err("reading length of", &self.path, e))?;
+            if now <= keep {
+                break;
+            }
+            self.file
+                .set_len(keep.max(now.saturating_sub(CUT_STEP)))
+                .map_err(|e| self.poison(io_err("truncating", &self.path, e)))?;
         }
         self.file
-            .set_len(len)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| self.poison(io_err("truncating", &self.path, e)))
+            .sync_data()
+            .map_err(|e| self.poison(io_err("syncing", &self.path, e)))
     }
 
     /// The file layer this page file lives on.

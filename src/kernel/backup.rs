@@ -47,6 +47,7 @@ pub fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path, name: &str) -> Res
     let mut crc = crc32fast::Hasher::new();
     let mut at = 0u64;
     let mut buf = vec![0u8; CHUNK as usize];
+    let mut stretch = std::time::Instant::now();
     loop {
         let len = src.len().map_err(|e| io("reading length of", from, e))?;
         if at >= len {
@@ -64,6 +65,10 @@ pub fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path, name: &str) -> Res
                 // Bounds the dirty data the copy leaves to the OS: one sync of a whole
                 // 1 GiB copy at the end would queue every committer's fsync behind it.
                 dst.sync_data().map_err(|e| io("syncing", to, e))?;
+                // Then idles as long as the stretch took: the copy uses about half the
+                // disk, committers keep the rest.
+                std::thread::sleep(stretch.elapsed());
+                stretch = std::time::Instant::now();
             }
         }
     }

@@ -71,6 +71,9 @@ impl Shared {
                 break;
             }
         }
+        // Sync what phase 1 wrote while commits still run: phase 2's syncs then only
+        // cover the few pages dirtied meanwhile, which keeps the stall short.
+        self.pagedb.sync()?;
         let mut w = self.writer.lock();
         let stall = Instant::now();
         let c = self.log.last_lsn();
@@ -97,6 +100,10 @@ impl Shared {
         w.redo_point = c;
         let stalled = stall.elapsed();
         drop(w);
+        if truncate {
+            // The shorter page count is durable; the cut itself needs no writer lock.
+            self.pagedb.cut_to_page_count()?;
+        }
         let mut k = self.counters.lock();
         k.checkpoints += 1;
         k.longest_stall = k.longest_stall.max(stalled);
