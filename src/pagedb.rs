@@ -655,7 +655,7 @@ impl PageDb {
     }
 
     /// Truncates the file to the allocator's page count, after a commit with `truncate`
-    /// made the shorter count durable. Cuts in steps of [`CUT_STEP`] bytes, each under the
+    /// made the shorter count durable. Cuts in steps of 64 MiB, each under the
     /// allocator lock (a growth meanwhile raises the page count and is never cut), so an
     /// allocation waits for one short step at most; then syncs.
     pub fn cut_to_page_count(&self) -> Result<()> {
