@@ -302,3 +302,41 @@ fn sweep_startup_rewrite(rewrite: StoreConfig, new_size: u64, stride: usize) {
     }
     eprintln!("startup rewrite crash sweep: {calls} calls, {states} crash states");
 }
+
+#[test]
+fn a_failed_rewrite_at_open_opens_the_store_as_it_was() {
+    let build = |sim: &SimFs| {
+        let s = open(sim, config()).unwrap();
+        fill(&s);
+        let st = state(&s);
+        s.close().unwrap();
+        st
+    };
+    // Mutating calls of a plain open, and of an open that compacts.
+    let sim = SimFs::new();
+    let want = build(&sim);
+    let before = sim.mutating_calls();
+    drop(open(&sim, config()).unwrap());
+    let plain = sim.mutating_calls() - before;
+    let before = sim.mutating_calls();
+    drop(open(&sim, compact()).unwrap());
+    let compacting = sim.mutating_calls() - before;
+    let rewrite = compacting - 2 * plain;
+    assert!(rewrite > 20, "{plain} {compacting}");
+    // Fail one call inside the rewrite (a full disk, say): the open still succeeds, with
+    // the old content, and leaves no rewrite directory behind.
+    for at in [1, rewrite / 4, rewrite / 2] {
+        let sim = SimFs::new();
+        build(&sim);
+        sim.fail_call(sim.mutating_calls() + plain + at);
+        let s = open(&sim, compact()).unwrap_or_else(|e| panic!("failing call {at}: {e}"));
+        assert_eq!(state(&s), want, "failing call {at}");
+        drop(s);
+        let s = open(&sim, config()).unwrap();
+        assert_eq!(state(&s), want, "failing call {at}, reopened");
+        assert!(s.check().unwrap().is_clean());
+        drop(s);
+        let fs: &dyn stowage::file::FileSystem = &sim;
+        assert!(!fs.exists(Path::new("/s/rewrite.tmp")).unwrap());
+    }
+}

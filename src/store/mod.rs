@@ -177,7 +177,19 @@ impl Store {
             return Ok(store);
         };
         // After recovery (the open above); the reopen moves the rewritten files in.
-        store.rewrite_into(page_size)?;
+        if let Err(e) = store.rewrite_into(page_size) {
+            // The old files are untouched until a rewrite is complete (kernel::rewrite), so
+            // a failed one (a full disk, say) leaves the store as it was: open it like that
+            // rather than keep the broker from starting.
+            tracing::warn!(
+                error = %e,
+                dir = %path.display(),
+                page_size,
+                "rewrite at open failed; the store opens as it was"
+            );
+            let _ = crate::kernel::rewrite::discard(fs.as_ref(), path);
+            return Ok(store);
+        }
         store.close()?;
         Self::open_plain(fs, path, config, options)
     }
