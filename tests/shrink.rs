@@ -7,9 +7,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use stowage::file::{CrashOutcome, SimFs};
+use stowage::file::SimFs;
 use stowage::kernel::OpenOptions;
 use stowage::{NewMessage, Store, StoreConfig, Xid};
+
+mod support;
 
 fn config() -> StoreConfig {
     StoreConfig {
@@ -193,40 +195,26 @@ fn crashes_during_a_shrink_lose_nothing() {
     let calls = sim.mutating_calls() - before;
     drop(s);
     assert!(report.bytes_after < report.bytes_before, "{report:?}");
-    let seeds = std::env::var("STOWAGE_SWEEP_SEEDS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(2)
-        .min(3);
     let mut states = 0;
-    for point in 0..calls {
-        for outcome in CrashOutcome::ALL {
-            let seeds = if outcome == CrashOutcome::ProcessKill {
-                1
-            } else {
-                seeds
-            };
-            for seed in 0..seeds {
-                let sim = SimFs::new();
-                build(&sim);
-                let s = open(&sim).unwrap();
-                sim.set_crash_at(Some(sim.mutating_calls() + point));
-                let _ = s.shrink();
-                drop(s);
-                sim.restart(outcome, point * 17 + seed);
-                states += 1;
-                let ctx = format!("crash at call {point} of {calls}, {outcome:?}, seed {seed}");
-                let s = open(&sim).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
-                assert_eq!(contents(&s), want, "{ctx}");
-                let check = s.check().unwrap();
-                assert!(check.is_clean(), "{ctx}: {:?}", check.problems);
-                assert_eq!(s.prepared().unwrap().len(), 1, "{ctx}");
-                // A shrink from there completes.
-                s.shrink()
-                    .unwrap_or_else(|e| panic!("{ctx}: shrink again: {e}"));
-                assert_eq!(contents(&s), want, "{ctx}: after the second shrink");
-            }
-        }
+    for (point, outcome, seed) in support::crash_points(calls, 1, 3) {
+        let sim = SimFs::new();
+        build(&sim);
+        let s = open(&sim).unwrap();
+        sim.set_crash_at(Some(sim.mutating_calls() + point));
+        let _ = s.shrink();
+        drop(s);
+        sim.restart(outcome, point * 17 + seed);
+        states += 1;
+        let ctx = format!("crash at call {point} of {calls}, {outcome:?}, seed {seed}");
+        let s = open(&sim).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+        assert_eq!(contents(&s), want, "{ctx}");
+        let check = s.check().unwrap();
+        assert!(check.is_clean(), "{ctx}: {:?}", check.problems);
+        assert_eq!(s.prepared().unwrap().len(), 1, "{ctx}");
+        // A shrink from there completes.
+        s.shrink()
+            .unwrap_or_else(|e| panic!("{ctx}: shrink again: {e}"));
+        assert_eq!(contents(&s), want, "{ctx}: after the second shrink");
     }
     eprintln!("shrink crash sweep: {calls} calls, {states} crash states");
 }

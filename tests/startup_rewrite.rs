@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use stowage::file::{CrashOutcome, SimFs};
+use stowage::file::SimFs;
 use stowage::kernel::OpenOptions;
 use stowage::{DurableSubscription, NewMessage, Store, StoreConfig, Xid};
+
+mod support;
 
 fn config() -> StoreConfig {
     StoreConfig {
@@ -264,41 +266,27 @@ fn sweep_startup_rewrite(rewrite: StoreConfig, new_size: u64, stride: usize) {
     drop(open(&sim, rewrite.clone()).unwrap());
     let calls = sim.mutating_calls() - before;
     assert!(calls > 20, "the rewrite made {calls} mutating calls");
-    let seeds = std::env::var("STOWAGE_SWEEP_SEEDS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(2)
-        .min(3);
     let mut states = 0;
-    for point in (0..calls).step_by(stride) {
-        for outcome in CrashOutcome::ALL {
-            let seeds = if outcome == CrashOutcome::ProcessKill {
-                1
-            } else {
-                seeds
-            };
-            for seed in 0..seeds {
-                let sim = SimFs::new();
-                build(&sim);
-                sim.set_crash_at(Some(sim.mutating_calls() + point));
-                let crashed = open(&sim, rewrite.clone());
-                drop(crashed);
-                sim.restart(outcome, point * 31 + seed);
-                states += 1;
-                let ctx = format!("crash at call {point} of {calls}, {outcome:?}, seed {seed}");
-                let s = open(&sim, config()).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
-                let size = s.stats().page_size;
-                assert!(size == 4096 || size == new_size, "{ctx}: page size {size}");
-                assert_eq!(state(&s), want, "{ctx}");
-                let report = s.check().unwrap();
-                assert!(report.is_clean(), "{ctx}: {:?}", report.problems);
-                drop(s);
-                // Running the rewrite again from there completes it.
-                let s = open(&sim, rewrite.clone()).unwrap_or_else(|e| panic!("{ctx}: redo: {e}"));
-                assert_eq!(s.stats().page_size, new_size, "{ctx}");
-                assert_eq!(state(&s), want, "{ctx}: after the redone rewrite");
-            }
-        }
+    for (point, outcome, seed) in support::crash_points(calls, stride, 3) {
+        let sim = SimFs::new();
+        build(&sim);
+        sim.set_crash_at(Some(sim.mutating_calls() + point));
+        let crashed = open(&sim, rewrite.clone());
+        drop(crashed);
+        sim.restart(outcome, point * 31 + seed);
+        states += 1;
+        let ctx = format!("crash at call {point} of {calls}, {outcome:?}, seed {seed}");
+        let s = open(&sim, config()).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+        let size = s.stats().page_size;
+        assert!(size == 4096 || size == new_size, "{ctx}: page size {size}");
+        assert_eq!(state(&s), want, "{ctx}");
+        let report = s.check().unwrap();
+        assert!(report.is_clean(), "{ctx}: {:?}", report.problems);
+        drop(s);
+        // Running the rewrite again from there completes it.
+        let s = open(&sim, rewrite.clone()).unwrap_or_else(|e| panic!("{ctx}: redo: {e}"));
+        assert_eq!(s.stats().page_size, new_size, "{ctx}");
+        assert_eq!(state(&s), want, "{ctx}: after the redone rewrite");
     }
     eprintln!("startup rewrite crash sweep: {calls} calls, {states} crash states");
 }

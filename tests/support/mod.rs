@@ -252,3 +252,28 @@ pub fn assert_clean(report: &SweepReport, name: &str) {
         );
     }
 }
+
+/// The crash states of a hand-written sweep over `calls` mutating I/O calls: every
+/// `stride`-th call, every outcome, and for the random outcomes `STOWAGE_SWEEP_SEEDS` seeds
+/// (default 2) capped at `max_seeds` (these sweeps rebuild a whole store per state).
+pub fn crash_points(
+    calls: u64,
+    stride: usize,
+    max_seeds: u64,
+) -> impl Iterator<Item = (u64, CrashOutcome, u64)> {
+    let seeds = std::env::var("STOWAGE_SWEEP_SEEDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(2)
+        .min(max_seeds);
+    (0..calls).step_by(stride).flat_map(move |point| {
+        CrashOutcome::ALL.into_iter().flat_map(move |outcome| {
+            let n = if outcome == CrashOutcome::ProcessKill {
+                1
+            } else {
+                seeds
+            };
+            (0..n).map(move |seed| (point, outcome, seed))
+        })
+    })
+}
