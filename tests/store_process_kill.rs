@@ -37,9 +37,8 @@ fn child(dir: &Path) -> ! {
     if s.queues().unwrap().is_empty() {
         s.create_queue("q").unwrap();
     }
-    // create_queue is durable when it returns: from here on the queue must survive. (The
-    // leading newline ends the test harness's unterminated "test name ... " line.)
-    println!("\nQUEUE 0");
+    // create_queue is durable when it returns: from here on the queue must survive.
+    println!("QUEUE 0");
     loop {
         // The payload depends on the key, which the store hands out at insert: take a key,
         // cancel that insert, and insert the real payload under the next key.

@@ -35,9 +35,25 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
     Error::io(format!("{what} {}", p.display()), e)
 }
 
+/// How fast [`copy_file`] may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// An online backup beside a running broker: idles as long as each 32 MiB took, so the
+    /// copy uses about half the disk.
+    Shared,
+    /// Nothing else uses the disk (restore): full speed.
+    Full,
+}
+
 /// Copies `from` to `to` (created, must not exist) through `fs`, following the source while
-/// it grows, and syncs the copy.
-pub fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path, name: &str) -> Result<CopiedFile> {
+/// it grows, and syncs the copy (every 32 MiB, and at the end).
+pub fn copy_file(
+    fs: &dyn FileSystem,
+    from: &Path,
+    to: &Path,
+    name: &str,
+    pace: Pace,
+) -> Result<CopiedFile> {
     let src = fs
         .open(from, OpenMode::Existing)
         .map_err(|e| io("opening", from, e))?;
@@ -65,9 +81,10 @@ pub fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path, name: &str) -> Res
                 // Bounds the dirty data the copy leaves to the OS: one sync of a whole
                 // 1 GiB copy at the end would queue every committer's fsync behind it.
                 dst.sync_data().map_err(|e| io("syncing", to, e))?;
-                // Then idles as long as the stretch took: the copy uses about half the
-                // disk, committers keep the rest.
-                std::thread::sleep(stretch.elapsed());
+                if pace == Pace::Shared {
+                    // Idles as long as the stretch took: committers keep half the disk.
+                    std::thread::sleep(stretch.elapsed());
+                }
                 stretch = std::time::Instant::now();
             }
         }
@@ -123,11 +140,17 @@ impl Shared {
         let mut out = Vec::new();
         let db = crate::page::PAGE_DB;
         let log = crate::log::frame::LOG_FILE;
-        let mut db_copy = copy_file(fs, &self.dir.join(db), &target.join(db), db)?;
+        let mut db_copy = copy_file(fs, &self.dir.join(db), &target.join(db), db, Pace::Shared)?;
         // Frames appended but not yet written are in no page of the copy (WAL rule), but
         // writing them makes the copy as recent as it can be.
         self.log.flush(self.log.last_lsn(), Durability::Flush)?;
-        let log_copy = copy_file(fs, &self.dir.join(log), &target.join(log), log)?;
+        let log_copy = copy_file(
+            fs,
+            &self.dir.join(log),
+            &target.join(log),
+            log,
+            Pace::Shared,
+        )?;
         // Commits during the copy may have grown page.db past the copied length, and the
         // copied log then records that growth. Recovery requires the file to be as long as
         // the log says (growth is synced before use), so the copy is extended with zeros to
@@ -149,6 +172,7 @@ impl Shared {
                 &xa,
                 &target.join(crate::xalog::XA_LOG),
                 crate::xalog::XA_LOG,
+                Pace::Shared,
             )?);
         }
         Ok(out)

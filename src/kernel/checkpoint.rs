@@ -64,16 +64,20 @@ impl Shared {
         let _one_at_a_time = self.checkpoint_lock.lock();
         self.poison.check()?;
         let started = Instant::now();
+        let mut written = 0;
         for _ in 0..FUZZY_ROUNDS {
             let upto = self.log.last_lsn();
-            self.cache.flush(upto)?;
+            written += self.cache.flush(upto)?;
             if self.cache.stats().dirty < SMALL_DIRTY_SET {
                 break;
             }
         }
-        // Sync what phase 1 wrote while commits still run: phase 2's syncs then only
-        // cover the few pages dirtied meanwhile, which keeps the stall short.
-        self.pagedb.sync()?;
+        if written > 0 {
+            // Sync what phase 1 wrote while commits still run: phase 2's syncs then only
+            // cover the few pages dirtied meanwhile, which keeps the stall short. (An open
+            // or close with nothing to write does no extra sync.)
+            self.pagedb.sync()?;
+        }
         let mut w = self.writer.lock();
         let stall = Instant::now();
         let c = self.log.last_lsn();

@@ -41,7 +41,7 @@ use crate::poison::Poison;
 use crate::recovery;
 use crate::xalog;
 
-pub use backup::{copy_file as backup_copy_file, CopiedFile};
+pub use backup::{copy_file as backup_copy_file, CopiedFile, Pace};
 pub use txn::WriteTxn;
 
 /// How long a pin waits for a frame when the whole cache is pinned.
@@ -505,6 +505,11 @@ impl Kernel {
     /// The file layer the kernel runs on.
     pub fn file_system(&self) -> &Arc<dyn FileSystem> {
         &self.shared.fs
+    }
+
+    /// Free pages (free now or waiting for the next checkpoint).
+    pub fn free_page_count(&self) -> u64 {
+        self.shared.pagedb.free_pages()
     }
 
     /// Free page ids of page.db (for checks).

@@ -72,7 +72,8 @@ fn decode_marker(bytes: &[u8]) -> Option<Vec<String>> {
         Some((list, crc)) => (list, crc),
         None => ("", body),
     };
-    if u32::from_str_radix(crc, 16).ok()? != crc32fast::hash(list.as_bytes()) {
+    // Exactly the form `encode_marker` writes (lowercase, 8 digits), nothing looser.
+    if crc != format!("{:08x}", crc32fast::hash(list.as_bytes())) {
         return None;
     }
     let names: Vec<String> = list
@@ -102,6 +103,10 @@ pub fn discard(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
 /// were moved. Runs before anything opens the store's files.
 pub fn settle(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
     let tmp = dir.join(REWRITE_DIR);
+    // The common case, at every open: no rewrite directory, one check.
+    if !fs.exists(&tmp).map_err(|e| io("checking for", &tmp, e))? {
+        return Ok(false);
+    }
     let marker = tmp.join(COMPLETE);
     if !fs
         .exists(&marker)
@@ -147,4 +152,41 @@ pub fn settle(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
         .map_err(|e| io("syncing directory", &tmp, e))?;
     discard(fs, dir)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_round_trips_and_any_torn_or_flipped_one_is_refused() {
+        for names in [
+            vec![PAGE_DB, LOG_FILE],
+            vec![PAGE_DB, LOG_FILE, XA_LOG],
+            vec![],
+        ] {
+            let good = encode_marker(&names);
+            let want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            assert_eq!(decode_marker(&good), Some(want.clone()));
+            for len in 0..good.len() {
+                assert_eq!(decode_marker(&good[..len]), None, "torn at {len}");
+            }
+            for i in 0..good.len() {
+                for bit in 0..8 {
+                    let mut bad = good.clone();
+                    bad[i] ^= 1 << bit;
+                    assert_ne!(
+                        decode_marker(&bad),
+                        Some(want.clone()),
+                        "byte {i} bit {bit}"
+                    );
+                }
+            }
+        }
+        // A valid CRC over a name that is not a kernel file is refused too.
+        let mut odd = b"../escape".to_vec();
+        let crc = crc32fast::hash(&odd);
+        odd.extend_from_slice(format!("\n{crc:08x}\n").as_bytes());
+        assert_eq!(decode_marker(&odd), None);
+    }
 }

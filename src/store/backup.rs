@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use super::Store;
 use crate::error::{Error, Result};
 use crate::file::{parent_dir, FileSystem, OpenMode, RealFs};
-use crate::kernel::backup_copy_file;
+use crate::kernel::{backup_copy_file, Pace};
 
 const MANIFEST: &str = "MANIFEST";
 const COMPLETED: &str = ".completed";
@@ -287,7 +287,13 @@ impl Store {
                 }
                 let rel = format!("{DURABLES}/{name}");
                 // A subscription removed since the listing is simply not in the save set.
-                match backup_copy_file(fs.as_ref(), &src.join(&name), &path.join(&rel), &rel) {
+                match backup_copy_file(
+                    fs.as_ref(),
+                    &src.join(&name),
+                    &path.join(&rel),
+                    &rel,
+                    Pace::Shared,
+                ) {
                     Ok(c) => files.push((c.name, c.len, c.crc)),
                     Err(Error::Io { source, .. })
                         if source.kind() == std::io::ErrorKind::NotFound => {}
@@ -387,7 +393,7 @@ impl Store {
             .iter()
             .partition(|(name, _, _)| name == crate::page::PAGE_DB);
         for (name, _, _) in rest.into_iter().chain(db) {
-            backup_copy_file(fs, &set.join(name), &target.join(name), name)?;
+            backup_copy_file(fs, &set.join(name), &target.join(name), name, Pace::Full)?;
         }
         fs.sync_dir(&target.join(DURABLES))
             .map_err(|e| io("syncing", target, e))?;

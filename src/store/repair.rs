@@ -18,7 +18,7 @@
 //! free-space map or log cannot be read fails to open here as well (`Error::Corruption`
 //! naming the file): restore it from a backup.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use super::index::{IndexValue, VALUE_LEN};
 use super::rewrite::Rewriter;
 use super::txn::Op;
 use super::types::Message;
-use super::xa::{self, XaRecord, Xid};
+use super::xa::{self, Xid};
 use super::Store;
 use crate::btree::{self, LostRange};
 use crate::catalog::{self, CATALOG_ROOT};
@@ -129,10 +129,10 @@ impl Store {
         let mut report = RepairReport::default();
         let w = Rewriter::begin(fs.clone(), dir, &config, kernel.page_size() as u32)?;
         let lost = salvage_into(&kernel, &w, &mut report)?;
-        let in_doubt = salvage_xa(&kernel, &lost, &mut report);
+        let in_doubt = salvage_xa(&kernel, &lost, &mut report)?;
         report.prepared_kept = in_doubt.len();
         let next_id = lost.next_queue_id;
-        w.finish(next_id, &in_doubt)?;
+        w.finish(next_id, in_doubt)?;
         kernel.close()?;
         // The open settles the rewrite: the repaired files replace the damaged ones.
         let repaired = Self::open_with(fs, dir, config, options)?;
@@ -214,17 +214,16 @@ fn salvage_into(kernel: &Kernel, w: &Rewriter, report: &mut RepairReport) -> Res
             }
             if batch.len() >= BATCH && failed.is_none() {
                 q.recovered += batch.len() as u64;
-                if let Err(e) = w.add_messages(&name, &batch) {
+                if let Err(e) = w.add_messages(&name, std::mem::take(&mut batch)) {
                     failed = Some(e);
                 }
-                batch.clear();
             }
         });
         if let Some(e) = failed {
             return Err(e);
         }
         q.recovered += batch.len() as u64;
-        w.add_messages(&name, &batch)?;
+        w.add_messages(&name, batch)?;
         q.lost_ranges = ranges;
         q.lost_messages = meta
             .messages
@@ -243,19 +242,15 @@ fn salvage_into(kernel: &Kernel, w: &Rewriter, report: &mut RepairReport) -> Res
 }
 
 /// The in-doubt transactions, without operations on lost messages or queues.
-fn salvage_xa(kernel: &Kernel, lost: &Lost, report: &mut RepairReport) -> Vec<(Xid, Vec<Op>)> {
-    let mut map: BTreeMap<Xid, Vec<Op>> = BTreeMap::new();
-    for r in kernel.take_recovered_xa() {
-        match xa::decode(&r) {
-            Ok(XaRecord::Prepare(x, ops)) => {
-                map.insert(x, ops);
-            }
-            Ok(XaRecord::Resolve(x)) => {
-                map.remove(&x);
-            }
-            Err(e) => report.problems.push(format!("XA record dropped: {e}")),
-        }
-    }
+fn salvage_xa(
+    kernel: &Kernel,
+    lost: &Lost,
+    report: &mut RepairReport,
+) -> Result<HashMap<Xid, Vec<Op>>> {
+    let mut map = xa::fold(kernel.take_recovered_xa(), &mut |e| {
+        report.problems.push(format!("XA record dropped: {e}"));
+        Ok(())
+    })?;
     for (x, ops) in map.iter_mut() {
         ops.retain(|op| {
             let (queue, queue_id, key, inserts) = match op {
@@ -290,5 +285,5 @@ fn salvage_xa(kernel: &Kernel, lost: &Lost, report: &mut RepairReport) -> Vec<(X
             !gone
         });
     }
-    map.into_iter().collect()
+    Ok(map)
 }

@@ -11,6 +11,7 @@
 //! - Keys, queue ids, key counters, delivery counts and prepared XA transactions are copied
 //!   as they are: nothing is renumbered (SwiftMQ renumbers keys and orphans XA records).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -70,10 +71,11 @@ impl Rewriter {
     }
 
     /// Copies messages (keys, priorities, delivery counts, expirations, payloads) into
-    /// `queue`, in order of increasing key.
-    pub(crate) fn add_messages(&self, queue: &str, msgs: &[Message]) -> Result<()> {
+    /// `queue`, in order of increasing key; the payloads are moved, not copied.
+    pub(crate) fn add_messages(&self, queue: &str, msgs: Vec<Message>) -> Result<()> {
         let e = self.store.engine()?;
-        for chunk in msgs.chunks(BATCH) {
+        let mut msgs = msgs.into_iter().peekable();
+        while msgs.peek().is_some() {
             let mut tx = e.kernel.begin()?;
             let (mut meta, slot) = {
                 let cat = e.catalog.lock();
@@ -82,9 +84,9 @@ impl Rewriter {
                 })?;
                 (q.meta.clone(), q.slot)
             };
-            for m in chunk {
+            for m in msgs.by_ref().take(BATCH) {
                 let msg = NewMessage {
-                    payload: m.payload.clone(),
+                    payload: m.payload,
                     priority: m.priority,
                     expiration: m.expiration,
                 };
@@ -105,15 +107,11 @@ impl Rewriter {
 
     /// Adds the prepared transactions, sets the next queue id, closes the new store cleanly
     /// and marks it complete. The next open of the directory swaps it in.
-    pub(crate) fn finish(self, next_queue_id: u64, in_doubt: &[(Xid, Vec<Op>)]) -> Result<()> {
+    pub(crate) fn finish(self, next_queue_id: u64, in_doubt: HashMap<Xid, Vec<Op>>) -> Result<()> {
         {
             let e = self.store.engine()?;
-            let records = in_doubt
-                .iter()
-                .map(|(x, ops)| xa::encode_prepare(x, ops))
-                .collect();
-            let restored = xa::restore(&e, records)?;
-            e.in_doubt.lock().extend(restored);
+            let adopted = xa::adopt(&e, in_doubt);
+            e.in_doubt.lock().extend(adopted);
             let first = e.catalog.lock().pages.first().copied();
             if let Some(first) = first {
                 let mut tx = e.kernel.begin()?;
@@ -160,16 +158,16 @@ impl Store {
                 let batch = self.messages(&meta.name, from, BATCH)?;
                 let Some(last) = batch.last() else { break };
                 from = last.key + 1;
-                w.add_messages(&meta.name, &batch)?;
+                w.add_messages(&meta.name, batch)?;
             }
         }
-        let in_doubt: Vec<(Xid, Vec<Op>)> = {
+        let in_doubt: HashMap<Xid, Vec<Op>> = {
             let e = self.engine()?;
             let map = e.in_doubt.lock();
             map.iter()
                 .map(|(x, p)| (x.clone(), p.ops.clone()))
                 .collect()
         };
-        w.finish(next_id, &in_doubt)
+        w.finish(next_id, in_doubt)
     }
 }

@@ -12,7 +12,6 @@
 //! - Catalog pages stay where they are (they are few and allocated first); the limit is
 //!   never below the last of them.
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::index::{IndexValue, VALUE_LEN};
@@ -96,7 +95,7 @@ impl Store {
 fn shrink_limit(e: &Engine) -> PageId {
     let k = &e.kernel;
     let total = k.page_count();
-    let free = k.free_page_ids().len() as u64;
+    let free = k.free_page_count();
     let map = k.free_map_page_ids().len() as u64;
     let catalog_end = e.catalog.lock().pages.iter().max().map_or(1, |&p| p + 1);
     (total.saturating_sub(free) + 2 * map + 2)
@@ -141,55 +140,66 @@ fn move_index(e: &Engine, queue: &str, limit: PageId) -> Result<u64> {
 /// Rewrites every payload of `queue` that uses a page at or above `limit` into lower pages,
 /// under its key; returns how many moved.
 fn move_payloads(e: &Engine, queue: &str, limit: PageId) -> Result<u64> {
-    let mut high = BTreeSet::new();
+    let mut moved = 0;
     let mut from = 0;
     loop {
-        let mut view = e.kernel.read_view()?;
-        let Some((meta, _)) = current(e, queue) else {
-            return Ok(0);
-        };
-        let batch = index_range(&mut view, queue, meta.index_root, from, SCAN_BATCH)?;
-        let Some(&(last, _)) = batch.last() else {
-            break;
-        };
-        for (key, iv) in batch {
-            if uses_high_page(&mut view, iv, limit)? {
-                high.insert(key);
-            }
-        }
-        from = last + 1;
-    }
-    let keys: Vec<u64> = high.into_iter().collect();
-    let mut moved = 0;
-    for chunk in keys.chunks(PAYLOAD_BATCH) {
-        let started = Instant::now();
-        let mut tx = e.kernel.begin()?;
-        let Some((mut meta, slot)) = current(e, queue) else {
-            return Ok(moved);
-        };
-        if meta.open_page >= limit {
-            // New payloads go to a fresh low page; the old one is freed once emptied.
-            meta.open_page = 0;
-        }
-        for &key in chunk {
-            // Removed since the scan: nothing to move.
-            let Some(v) = btree::get(&mut tx, meta.index_root, VALUE_LEN, key)? else {
-                continue;
+        // Scan a stretch of the index under a short read view, then move what it found:
+        // memory stays one stretch, whatever the queue's length.
+        let high: Vec<u64> = {
+            let mut view = e.kernel.read_view()?;
+            let Some((meta, _)) = current(e, queue) else {
+                return Ok(moved);
             };
-            let mut iv = IndexValue::decode(queue, key, &v)?;
-            if !uses_high_page(&mut tx, iv, limit)? {
-                continue;
+            let batch = index_range(&mut view, queue, meta.index_root, from, SCAN_BATCH)?;
+            let Some(&(last, _)) = batch.last() else {
+                return Ok(moved);
+            };
+            from = last + 1;
+            let mut high = Vec::new();
+            for (key, iv) in batch {
+                if uses_high_page(&mut view, iv, limit)? {
+                    high.push(key);
+                }
             }
-            let payload = records::load(&mut tx, iv.loc, iv.size)?;
-            records::delete(&mut tx, &mut meta.open_page, iv.loc)?;
-            iv.loc = records::store(&mut tx, &mut meta.open_page, &payload)?;
-            btree::update(&mut tx, meta.index_root, VALUE_LEN, key, &iv.encode())?;
-            moved += 1;
+            high
+        };
+        for chunk in high.chunks(PAYLOAD_BATCH) {
+            moved += move_chunk(e, queue, limit, chunk)?;
         }
-        catalog::write(&mut tx, slot, &meta)?;
-        tx.commit_then(Durability::Async, || install(e, queue, meta))?;
-        pause_after(started);
     }
+}
+
+/// Moves the payloads of `keys` that still use a page at or above `limit`, in one
+/// transaction; returns how many moved.
+fn move_chunk(e: &Engine, queue: &str, limit: PageId, keys: &[u64]) -> Result<u64> {
+    let started = Instant::now();
+    let mut tx = e.kernel.begin()?;
+    let Some((mut meta, slot)) = current(e, queue) else {
+        return Ok(0);
+    };
+    if meta.open_page >= limit {
+        // New payloads go to a fresh low page; the old one is freed once emptied.
+        meta.open_page = 0;
+    }
+    let mut moved = 0;
+    for &key in keys {
+        // Removed since the scan: nothing to move.
+        let Some(v) = btree::get(&mut tx, meta.index_root, VALUE_LEN, key)? else {
+            continue;
+        };
+        let mut iv = IndexValue::decode(queue, key, &v)?;
+        if !uses_high_page(&mut tx, iv, limit)? {
+            continue;
+        }
+        let payload = records::load(&mut tx, iv.loc, iv.size)?;
+        records::delete(&mut tx, &mut meta.open_page, iv.loc)?;
+        iv.loc = records::store(&mut tx, &mut meta.open_page, &payload)?;
+        btree::update(&mut tx, meta.index_root, VALUE_LEN, key, &iv.encode())?;
+        moved += 1;
+    }
+    catalog::write(&mut tx, slot, &meta)?;
+    tx.commit_then(Durability::Async, || install(e, queue, meta))?;
+    pause_after(started);
     Ok(moved)
 }
 

@@ -268,17 +268,34 @@ pub fn fuzz_xa(bytes: &[u8]) {
 /// Folds the recovered records into the in-doubt set, takes their locks again and keeps
 /// their insert keys from the key counters.
 pub(crate) fn restore(e: &Engine, records: Vec<Vec<u8>>) -> Result<HashMap<Xid, Prepared>> {
+    Ok(adopt(e, fold(records, &mut Err)?))
+}
+
+/// Folds XA records (prepares and resolutions, in log order) into the operations of the
+/// transactions still in doubt. A record that does not decode goes to `bad`, which fails
+/// the fold (open) or notes it and lets the fold skip the record (repair).
+pub(crate) fn fold(
+    records: Vec<Vec<u8>>,
+    bad: &mut dyn FnMut(Error) -> Result<()>,
+) -> Result<HashMap<Xid, Vec<Op>>> {
     let mut map: HashMap<Xid, Vec<Op>> = HashMap::new();
     for r in records {
-        match decode(&r)? {
-            XaRecord::Prepare(x, ops) => {
+        match decode(&r) {
+            Ok(XaRecord::Prepare(x, ops)) => {
                 map.insert(x, ops);
             }
-            XaRecord::Resolve(x) => {
+            Ok(XaRecord::Resolve(x)) => {
                 map.remove(&x);
             }
+            Err(e) => bad(e)?,
         }
     }
+    Ok(map)
+}
+
+/// Makes in-doubt transactions the engine's: takes their row locks and keeps their insert
+/// keys from the key counters.
+pub(crate) fn adopt(e: &Engine, map: HashMap<Xid, Vec<Op>>) -> HashMap<Xid, Prepared> {
     let mut out = HashMap::new();
     let cat = e.catalog.lock();
     let mut locks = e.locks.lock();
@@ -307,7 +324,7 @@ pub(crate) fn restore(e: &Engine, records: Vec<Vec<u8>>) -> Result<HashMap<Xid, 
             },
         );
     }
-    Ok(out)
+    out
 }
 
 /// The XA source the kernel's checkpoints call: one prepare record per in-doubt xid.

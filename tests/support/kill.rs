@@ -64,6 +64,9 @@ pub fn parse(lines: &[String]) -> Vec<(String, u64)> {
     lines
         .iter()
         .filter_map(|l| {
+            // The test harness prints "test NAME ... " without a newline before the child's
+            // first line, which then shares that line.
+            let l = l.rsplit_once(" ... ").map_or(l.as_str(), |(_, rest)| rest);
             let (w, n) = l.split_once(' ')?;
             Some((w.to_string(), n.trim().parse().ok()?))
         })
