@@ -208,19 +208,17 @@ pub fn diff(old: &[u8], new: &[u8]) -> Vec<(u32, Vec<u8>)> {
 }
 
 /// The first index in `from..end` where the slices differ.
+///
+/// Equal stretches are skipped a block at a time with slice equality, which compiles to
+/// the C library's vectorised `bcmp` (measured with callgrind: a hand-unrolled 8-byte word
+/// loop was 40% of a small commit's instructions).
 fn next_diff(old: &[u8], new: &[u8], from: usize, end: usize) -> Option<usize> {
-    let word = |b: &[u8], i: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[i..i + 8]);
-        u64::from_ne_bytes(w)
-    };
+    const BLOCK: usize = 256;
     let mut i = from;
-    while i + 32 <= end
-        && word(old, i) == word(new, i)
-        && word(old, i + 8) == word(new, i + 8)
-        && word(old, i + 16) == word(new, i + 16)
-        && word(old, i + 24) == word(new, i + 24)
-    {
+    while i + BLOCK <= end && old[i..i + BLOCK] == new[i..i + BLOCK] {
+        i += BLOCK;
+    }
+    while i + 32 <= end && old[i..i + 32] == new[i..i + 32] {
         i += 32;
     }
     (i..end).find(|&j| old[j] != new[j])

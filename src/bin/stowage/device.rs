@@ -71,6 +71,23 @@ fn fsync_rate(base: &Path, overwrite: bool, threads: usize, n: usize) -> Res<f64
     Ok((threads * n) as f64 / secs)
 }
 
+/// Creates `path` zero-filled and synced, `n` 4 KiB blocks long, for overwrite + fdatasync
+/// measurements.
+pub fn prepared_overwrite_file(path: &Path, n: usize) -> Res<Arc<std::fs::File>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    for i in 0..(n as u64 * 4096).div_ceil(1 << 20) {
+        f.write_all_at(&zeros, i << 20)?;
+    }
+    f.sync_all()?;
+    Ok(Arc::new(f))
+}
+
 /// What the device does, per second.
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceRates {
