@@ -12,7 +12,10 @@ fn main() -> Result<(), stowage::Error> {
     let s = Store::open(dir, cfg)?;
     s.create_queue("q")?;
     let p = vec![0x5Au8; 1024];
-    let n = 100_000;
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let t = std::time::Instant::now();
     for _ in 0..n {
         let mut tx = s.begin();

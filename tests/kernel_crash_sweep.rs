@@ -40,6 +40,8 @@ enum Step {
     /// One transaction of puts (`Some`) and deletes (`None`).
     Tx(Vec<(u32, Option<Vec<u8>>)>, Durability),
     Checkpoint,
+    /// One pass of the background cleaner (it flushes the log, then writes pages back).
+    Clean,
 }
 
 fn value(cell: u32, version: u8, len: usize) -> Vec<u8> {
@@ -182,6 +184,15 @@ impl Scenario for CellScenario {
                     k.checkpoint().map_err(e)?;
                     step(model.clone(), true);
                 }
+                Step::Clean => {
+                    let written = k.clean_cold_pages(128).map_err(e)?;
+                    if written == 0 {
+                        return Err("the clean step found no dirty page".into());
+                    }
+                    // The log is durable up to every page written back, not necessarily
+                    // to the last commit.
+                    step(model.clone(), false);
+                }
             }
         }
         k.close().map_err(e)
@@ -202,8 +213,8 @@ fn del(cell: u32) -> (u32, Option<Vec<u8>>) {
     (cell, None)
 }
 
-/// Commits, deltas after images, a checkpoint, frees, growth past two chunks, and the
-/// three durabilities.
+/// Commits, deltas after images, a checkpoint, frees, growth past two chunks, the three
+/// durabilities, and a pass of the background cleaner.
 fn mixed() -> CellScenario {
     use Durability::*;
     let many: Vec<_> = (10..40).map(|c| put(c, 1, 50)).collect();
@@ -218,6 +229,7 @@ fn mixed() -> CellScenario {
             Step::Tx(many, Sync),
             Step::Tx(vec![put(4, 1, 20)], Async),
             Step::Tx(vec![put(5, 1, 20)], Flush),
+            Step::Clean,
             Step::Tx(vec![put(6, 1, 20), del(3)], Sync),
             Step::Checkpoint,
             Step::Tx((10..25).map(del).collect(), Sync),

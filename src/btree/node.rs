@@ -148,6 +148,28 @@ pub(super) fn leaf_search(p: &[u8], value_len: usize, n: usize, key: u64) -> Res
 /// Checks a page that must be a leaf: type, count, key order, keys inside `b`. Returns the
 /// count; afterwards every entry index below it is in bounds.
 pub(super) fn validate_leaf(id: PageId, p: &[u8], value_len: usize, b: Bounds) -> Result<usize> {
+    let n = leaf_header(id, p, value_len)?;
+    let mut prev: Option<u64> = None;
+    for i in 0..n {
+        let k = leaf_key(p, value_len, i);
+        if prev.is_some_and(|q| k <= q) {
+            return Err(corrupt(id, format!("leaf keys out of order at entry {i}")));
+        }
+        if !b.contains(k) {
+            return Err(corrupt(
+                id,
+                format!("leaf key {k} outside the range its parent gives ({b:?})"),
+            ));
+        }
+        prev = Some(k);
+    }
+    Ok(n)
+}
+
+/// The O(1) part of [`validate_leaf`]: type and count. Enough for a page this transaction
+/// already validated (every later change to it was made by this code): every entry index
+/// below the count is in bounds.
+pub(super) fn leaf_header(id: PageId, p: &[u8], value_len: usize) -> Result<usize> {
     if p.len() < LEAF_ENTRIES_AT || p[0] != PageType::Leaf as u8 {
         return Err(corrupt(
             id,
@@ -164,20 +186,6 @@ pub(super) fn validate_leaf(id: PageId, p: &[u8], value_len: usize, b: Bounds) -
             id,
             format!("leaf count {n} exceeds capacity {cap}"),
         ));
-    }
-    let mut prev: Option<u64> = None;
-    for i in 0..n {
-        let k = leaf_key(p, value_len, i);
-        if prev.is_some_and(|q| k <= q) {
-            return Err(corrupt(id, format!("leaf keys out of order at entry {i}")));
-        }
-        if !b.contains(k) {
-            return Err(corrupt(
-                id,
-                format!("leaf key {k} outside the range its parent gives ({b:?})"),
-            ));
-        }
-        prev = Some(k);
     }
     Ok(n)
 }
@@ -263,20 +271,7 @@ pub(super) fn child_bounds(p: &[u8], n: usize, b: Bounds, i: usize) -> Bounds {
 
 /// Checks a page that must be a branch: type, count, child ids, separator order and range.
 pub(super) fn validate_branch(id: PageId, p: &[u8], b: Bounds) -> Result<usize> {
-    if p.len() < BRANCH_PAIRS_AT || p[0] != PageType::Branch as u8 {
-        return Err(corrupt(
-            id,
-            format!(
-                "expected a B+tree branch, found page type {}",
-                p.first().copied().unwrap_or(0)
-            ),
-        ));
-    }
-    let n = count(p);
-    let cap = branch_capacity(p.len());
-    if n == 0 || n > cap {
-        return Err(corrupt(id, format!("branch count {n} outside 1..={cap}")));
-    }
+    let n = branch_header(id, p)?;
     let mut prev: Option<u64> = None;
     for i in 0..=n {
         let c = branch_child(p, i);
@@ -299,6 +294,25 @@ pub(super) fn validate_branch(id: PageId, p: &[u8], b: Bounds) -> Result<usize> 
             }
             prev = Some(s);
         }
+    }
+    Ok(n)
+}
+
+/// The O(1) part of [`validate_branch`]: type and count (see [`leaf_header`]).
+pub(super) fn branch_header(id: PageId, p: &[u8]) -> Result<usize> {
+    if p.len() < BRANCH_PAIRS_AT || p[0] != PageType::Branch as u8 {
+        return Err(corrupt(
+            id,
+            format!(
+                "expected a B+tree branch, found page type {}",
+                p.first().copied().unwrap_or(0)
+            ),
+        ));
+    }
+    let n = count(p);
+    let cap = branch_capacity(p.len());
+    if n == 0 || n > cap {
+        return Err(corrupt(id, format!("branch count {n} outside 1..={cap}")));
     }
     Ok(n)
 }

@@ -36,7 +36,58 @@ enum Victim {
 /// How many least recently used frames a victim search looks at (see `choose_victim`).
 pub(super) const VICTIM_WINDOW: usize = 64;
 
+/// How many least recently used frames one [`super::PageCache::clean_cold`] call looks at.
+pub(super) const CLEAN_WINDOW: usize = 512;
+
 impl Shared {
+    /// See [`super::PageCache::clean_cold`].
+    pub(super) fn clean_cold(&self, max: usize) -> Result<usize> {
+        let batch: Vec<(PageId, Arc<Frame>, Lsn)> = {
+            let g = self.inner.lock();
+            // The LRU holds exactly the unpinned frames no evictor has taken.
+            g.lru
+                .iter()
+                .rev()
+                .take(CLEAN_WINDOW)
+                .filter_map(|(&id, ())| {
+                    let e = g.map.get(&id)?;
+                    let (_, page) = e.frame.dirty_lsns()?;
+                    Some((id, Arc::clone(&e.frame), page))
+                })
+                .take(max)
+                .collect()
+        };
+        self.write_back_batch(batch, None)
+    }
+
+    /// Writes back a batch of dirty frames in page order after one log flush covering all
+    /// of them; with `upto` (a checkpoint), only frames first dirtied at or below it, and
+    /// a frame the log still does not cover is retried once after forcing it. Returns the
+    /// number written; stops at the first write error.
+    pub(super) fn write_back_batch(
+        &self,
+        mut batch: Vec<(PageId, Arc<Frame>, Lsn)>,
+        upto: Option<Lsn>,
+    ) -> Result<usize> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        // Page order: neighbouring pages reach the file as neighbouring writes.
+        batch.sort_unstable_by_key(|(id, _, _)| *id);
+        // One log flush for the whole batch rather than one per page.
+        let max_lsn = batch.iter().map(|(_, _, lsn)| *lsn).max().unwrap_or(0);
+        if self.wal.durable_lsn() < max_lsn {
+            self.wal.flush_to(max_lsn)?;
+        }
+        let mut written = 0;
+        for (_, frame, _) in &batch {
+            if self.write_back(frame, upto, upto.is_some())? {
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
     /// Least recently used first, among the `VICTIM_WINDOW` least recently used frames:
     /// the first clean one, else the first dirty one the log covers, else ask the log for
     /// the smallest LSN seen. Bounded so that a cache full of dirty frames (bulk loads of
@@ -106,8 +157,12 @@ impl Shared {
             Victim::Evicted => Ok(g),
             Victim::WriteBack(id, frame) => {
                 drop(g);
-                self.evict_dirty(id, &frame)?;
-                Ok(self.inner.lock())
+                let evicted = self.evict_dirty(id, &frame)?;
+                let mut g = self.inner.lock();
+                if evicted {
+                    g.recycle(frame);
+                }
+                Ok(g)
             }
             Victim::NeedLog { min, .. } => {
                 // The least the log must do to free one frame; no cache lock held.

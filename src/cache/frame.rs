@@ -53,10 +53,11 @@ struct Meta {
 }
 
 impl Frame {
-    pub(crate) fn new(id: PageId, page_size: usize, state: u8) -> Self {
+    /// A frame for page `id` owning `buf` (one page long).
+    pub(crate) fn new(id: PageId, buf: Box<[u8]>, state: u8) -> Self {
         Frame {
             id,
-            data: RwLock::new(vec![0u8; page_size].into_boxed_slice()),
+            data: RwLock::new(buf),
             meta: Mutex::new(Meta::default()),
             state: AtomicU8::new(state),
             removed: AtomicBool::new(false),

@@ -372,3 +372,27 @@ fn trim_shrinks_to_min_evicting_clean_frames_first() {
     // Already at min: nothing more.
     assert_eq!(c.trim().unwrap(), 0);
 }
+
+#[test]
+fn recycled_frame_buffers_never_show_their_old_bytes() {
+    // A cache of 2 frames: every further page evicts one, whose buffer is reused.
+    let (c, io, _) = cache(0, 2, 10, true);
+    for round in 0..3u64 {
+        for id in 1..=4u64 {
+            let p = c.pin(id).unwrap();
+            assert_eq!(&p.read()[..], &io.disk(id)[..], "page {id}, round {round}");
+            let mut w = p.write(1);
+            w.fill(0xEE);
+        }
+        // A new page gets zeros, not a recycled buffer's 0xEE (or a disk image).
+        let n = c.pin_new(100 + round).unwrap();
+        assert_eq!(&n.read()[..], &[0u8; PS]);
+        drop(n);
+        c.discard(100 + round);
+    }
+    // Dirty 0xEE pages were written back before their buffers were reused.
+    for id in 1..=4u64 {
+        assert_eq!(io.disk(id), vec![0xEE; PS]);
+    }
+    assert!(c.stats().misses >= 12);
+}

@@ -56,7 +56,7 @@ impl WalGate for LogGate {
         self.0.durable_lsn()
     }
     fn flush_to(&self, lsn: Lsn) -> Result<()> {
-        self.0.flush(lsn.min(self.0.last_lsn()), Durability::Sync)
+        self.0.sync_to(lsn.min(self.0.last_lsn()))
     }
 }
 
@@ -81,19 +81,40 @@ impl PageIo for PageGate {
 pub trait PageSource {
     /// Calls `f` with the bytes of page `id`.
     fn with_page<R>(&mut self, id: PageId, f: impl FnOnce(&[u8]) -> R) -> Result<R>;
+
+    /// Whether a structure layer fully validated page `id` earlier in this source's life
+    /// (see [`PageSource::trust`]), so that only O(1) checks are needed again.
+    fn is_trusted(&self, _id: PageId) -> bool {
+        false
+    }
+
+    /// Records that page `id` passed full validation. Only a source whose pages change
+    /// solely through the code that validated them (a write transaction) remembers it.
+    fn trust(&mut self, _id: PageId) {}
 }
 
 impl PageSource for ReadView<'_> {
+    /// Keeps the last page pinned: a scan reads several payloads (or index entries) of one
+    /// page in a row, and each further visit then skips the cache's lock and LRU update.
+    /// Committed pages cannot change while the view lives (it excludes commits' apply).
     fn with_page<R>(&mut self, id: PageId, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let pinned = self.shared.cache.pin(id)?;
-        let g = pinned.read();
-        Ok(f(&g))
+        if self.last.as_ref().is_none_or(|p| p.id() != id) {
+            // Unpin the previous page before pinning the next, so the view never holds two.
+            self.last = None;
+            self.last = Some(self.shared.cache.pin(id)?);
+        }
+        match &self.last {
+            Some(pinned) => Ok(f(&pinned.read())),
+            None => Err(Error::invalid_argument("read view lost its pinned page")),
+        }
     }
 }
 
 /// A consistent read view (see [`Kernel::read_view`]).
 pub struct ReadView<'a> {
     shared: &'a Shared,
+    /// The page the last `with_page` visited, still pinned.
+    last: Option<PinnedPage>,
     _guard: RwLockReadGuard<'a, ()>,
 }
 
@@ -140,6 +161,8 @@ pub(crate) struct WriterState {
     roots: [PageId; ROOT_SLOTS],
     /// Pages whose LSN is at or below this are imaged at their next change.
     redo_point: Lsn,
+    /// The commit path's payload buffer, kept between commits (see `txn`).
+    payload: Vec<u8>,
 }
 
 impl WriterState {
@@ -192,6 +215,8 @@ struct Counters {
 struct BgState {
     shutdown: bool,
     checkpoint_wanted: bool,
+    /// The cache is mostly dirty: the cleaner should write cold pages back.
+    cleaning_wanted: bool,
 }
 
 /// What the kernel's threads share.
@@ -342,6 +367,7 @@ impl Kernel {
             writer: Mutex::new(WriterState {
                 roots: sb.roots,
                 redo_point: sb.checkpoint_lsn,
+                payload: Vec::new(),
             }),
             apply: RwLock::new(()),
             roots: Mutex::new(sb.roots),
@@ -418,6 +444,7 @@ impl Kernel {
         self.shared.poison.check()?;
         Ok(ReadView {
             shared: &self.shared,
+            last: None,
             _guard: self.shared.apply.read(),
         })
     }
@@ -431,6 +458,16 @@ impl Kernel {
             .get(slot)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// One pass of the background cleaner, now: writes back up to `max` dirty pages among
+    /// the least recently used (after making the log durable as far as they need), without
+    /// evicting them. Returns how many it wrote. The cleaner thread runs this by itself when
+    /// the cache is mostly dirty; crash tests, which run without background threads, call
+    /// it to put that write path under the sweep.
+    pub fn clean_cold_pages(&self, max: usize) -> Result<usize> {
+        self.shared.poison.check()?;
+        self.shared.cache.clean_cold(max)
     }
 
     /// Runs a checkpoint now: flushes dirty pages while commits continue, then briefly stops
@@ -570,6 +607,15 @@ impl Shared {
         self.bg.lock().checkpoint_wanted = true;
         self.bg_cv.notify_all();
     }
+
+    /// Asks the cleaner thread to write cold dirty pages back (the cache is mostly dirty).
+    fn request_cleaning(&self) {
+        let mut bg = self.bg.lock();
+        if !bg.cleaning_wanted {
+            bg.cleaning_wanted = true;
+            self.bg_cv.notify_all();
+        }
+    }
 }
 
 fn spawn_background(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>> {
@@ -583,7 +629,44 @@ fn spawn_background(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>> {
     Ok(vec![
         spawn("stowage-flusher", flusher)?,
         spawn("stowage-checkpointer", checkpointer)?,
+        spawn("stowage-cleaner", cleaner)?,
     ])
+}
+
+/// Pages one cleaning step writes back.
+const CLEAN_BATCH: usize = 128;
+
+/// Writes cold dirty pages back while the cache is mostly dirty (from over half of it down
+/// to a quarter), so that committers evict clean frames instead of writing pages back in
+/// their own commit path. Runs on its own thread so that on a multi-core machine the
+/// writes overlap the committers' work.
+fn cleaner(s: &Shared) {
+    loop {
+        {
+            let mut bg = s.bg.lock();
+            while !bg.shutdown && !bg.cleaning_wanted {
+                s.bg_cv.wait(&mut bg);
+            }
+            if bg.shutdown {
+                return;
+            }
+        }
+        while !s.cache.mostly_clean() {
+            match s.cache.clean_cold(CLEAN_BATCH) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    // A committer's own eviction meets the same error and reports it.
+                    tracing::warn!(error = %e, "background page cleaning failed");
+                    break;
+                }
+            }
+            if s.bg.lock().shutdown {
+                return;
+            }
+        }
+        s.bg.lock().cleaning_wanted = false;
+    }
 }
 
 /// Syncs `Async` commits within `async_flush_interval`.
@@ -601,7 +684,7 @@ fn flusher(s: &Shared) {
             }
         }
         let last = s.log.last_lsn();
-        if last > s.log.durable_lsn() && s.log.flush(last, Durability::Sync).is_err() {
+        if last > s.log.durable_lsn() && s.log.sync_to(last).is_err() {
             // The log latched the poison; commits report it.
             return;
         }

@@ -6,22 +6,26 @@
 //! the allocator. `commit` appends the frame, applies the shadows under the same writer
 //! lock (so LSN order is apply order), releases the lock, then waits for durability.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use parking_lot::MutexGuard;
 
 use super::{PageSource, Shared, WriterState};
+use crate::cache::IdHash;
 use crate::error::{Error, Result};
 use crate::log::frame::FrameKind;
 use crate::log::Durability;
 use crate::page::{init_header, page_lsn, set_page_lsn, Lsn, PageId, PageType, ROOT_SLOTS};
-use crate::redo::{self, Record};
+use crate::redo;
 
 /// A transaction's copy of one page.
+///
+/// There is no copy of the committed bytes: the cache's frame holds them, and it cannot
+/// change while this transaction holds the writer lock (only commits change frames), so
+/// the commit diffs against the frame itself.
 struct Shadow {
-    /// The committed bytes when first touched; `None` for a page allocated by this
-    /// transaction.
-    orig: Option<Vec<u8>>,
+    /// Allocated by this transaction: no committed version exists.
+    fresh: bool,
     /// The bytes as the transaction left them.
     new: Vec<u8>,
     /// Whether `new` may differ from `orig`.
@@ -42,6 +46,8 @@ pub struct WriteTxn<'a> {
     roots: [Option<PageId>; ROOT_SLOTS],
     /// Opaque XA records logged with this commit.
     xa: Vec<Vec<u8>>,
+    /// Pages a structure layer fully validated in this transaction (`PageSource::trust`).
+    trusted: HashSet<PageId, IdHash>,
 }
 
 impl std::fmt::Debug for WriteTxn<'_> {
@@ -68,6 +74,7 @@ impl<'a> WriteTxn<'a> {
             freed: BTreeSet::new(),
             roots: [None; ROOT_SLOTS],
             xa: Vec::new(),
+            trusted: HashSet::default(),
         };
         shared.poison.check()?;
         Ok(txn)
@@ -87,12 +94,13 @@ impl<'a> WriteTxn<'a> {
     /// Allocates a page, initialised with a header of `page_type` and zeros.
     pub fn allocate(&mut self, page_type: PageType) -> Result<PageId> {
         let id = self.shared.pagedb.allocate()?;
+        self.trusted.remove(&id);
         let mut new = vec![0u8; self.shared.pagedb.page_size()];
         init_header(&mut new, page_type, 0);
         self.pages.insert(
             id,
             Shadow {
-                orig: None,
+                fresh: true,
                 new,
                 dirty: true,
             },
@@ -106,6 +114,7 @@ impl<'a> WriteTxn<'a> {
         if self.freed.contains(&id) {
             return Err(Error::invalid_argument(format!("page {id} freed twice")));
         }
+        self.trusted.remove(&id);
         if self.allocated.remove(&id) {
             self.pages.remove(&id);
             return self.shared.pagedb.free_now(id);
@@ -125,7 +134,7 @@ impl<'a> WriteTxn<'a> {
             self.pages.insert(
                 id,
                 Shadow {
-                    orig: Some(bytes.clone()),
+                    fresh: false,
                     new: bytes,
                     dirty: false,
                 },
@@ -174,39 +183,51 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
-    /// The records of this transaction; pages first touched since the redo point are
-    /// logged whole.
-    fn records(&self, redo_point: Lsn) -> Vec<Record> {
-        let mut recs = vec![Record::PageCount(self.shared.pagedb.page_count())];
-        recs.extend(self.allocated.iter().map(|&p| Record::Alloc(p)));
+    /// Encodes this transaction's records into `out` (cleared first); pages first touched
+    /// since the redo point are logged whole, others as deltas against their committed
+    /// frame. Returns whether anything besides the page count was written.
+    fn encode_records(&self, redo_point: Lsn, out: &mut Vec<u8>) -> Result<bool> {
+        out.clear();
+        let mut e = redo::Encoder::new(out);
+        e.page_count(self.shared.pagedb.page_count());
+        let mut changed = false;
+        for &p in &self.allocated {
+            e.alloc(p);
+            changed = true;
+        }
         for (&id, s) in &self.pages {
             if !s.dirty {
                 continue;
             }
-            match &s.orig {
-                Some(orig) if page_lsn(orig) > redo_point => {
-                    let runs = redo::diff(orig, &s.new);
-                    if !runs.is_empty() {
-                        recs.push(Record::Delta { page: id, runs });
-                    }
-                }
-                _ => recs.push(Record::Image {
-                    page: id,
-                    bytes: s.new.clone(),
-                }),
+            if s.fresh {
+                e.image(id, &s.new);
+                changed = true;
+                continue;
+            }
+            let pinned = self.shared.cache.pin(id)?;
+            let committed = pinned.read();
+            if page_lsn(&committed) > redo_point {
+                changed |= e.delta(id, &committed, &s.new);
+            } else {
+                e.image(id, &s.new);
+                changed = true;
             }
         }
         for (slot, r) in self.roots.iter().enumerate() {
             if let Some(page) = r {
-                recs.push(Record::Root {
-                    slot: slot as u8,
-                    page: *page,
-                });
+                e.root(slot as u8, *page);
+                changed = true;
             }
         }
-        recs.extend(self.freed.iter().map(|&p| Record::Free(p)));
-        recs.extend(self.xa.iter().map(|x| Record::Xa(x.clone())));
-        recs
+        for &p in &self.freed {
+            e.free(p);
+            changed = true;
+        }
+        for x in &self.xa {
+            e.xa(x);
+            changed = true;
+        }
+        Ok(changed)
     }
 
     /// Commits: appends one frame with every change, applies the changes to the cache,
@@ -226,13 +247,23 @@ impl<'a> WriteTxn<'a> {
             return Err(Error::Closed);
         };
         s.poison.check()?;
-        let recs = self.records(w.redo_point);
-        if recs.len() == 1 {
-            // Only the page count: nothing changed.
+        // The payload buffer lives with the writer lock, so its allocation is reused.
+        let mut payload = std::mem::take(&mut w.payload);
+        let changed = self.encode_records(w.redo_point, &mut payload);
+        let changed = match changed {
+            Ok(c) => c,
+            Err(e) => {
+                w.payload = payload;
+                return Err(e);
+            }
+        };
+        if !changed {
+            w.payload = payload;
             on_apply();
             return Ok(s.log.last_lsn());
         }
-        let appended = s.log.append(FrameKind::Commit, &redo::encode(&recs));
+        let appended = s.log.append(FrameKind::Commit, &payload);
+        w.payload = recycle_payload(payload);
         self.retire();
         let lsn = appended?;
         let applied = self.apply(&mut w, lsn, on_apply);
@@ -248,24 +279,29 @@ impl<'a> WriteTxn<'a> {
         if s.log.size_since_recycle() >= s.config.checkpoint_size {
             s.request_checkpoint();
         }
+        if s.cache.mostly_dirty() {
+            s.request_cleaning();
+        }
         Ok(lsn)
     }
 
     fn apply(&mut self, w: &mut WriterState, lsn: Lsn, on_apply: impl FnOnce()) -> Result<()> {
         let s = self.shared;
         let _exclusive = s.apply.write();
-        for (&id, sh) in &self.pages {
+        // The shadows are spent: a new page's copy becomes its cache frame as it is.
+        for (id, sh) in std::mem::take(&mut self.pages) {
             if !sh.dirty {
                 continue;
             }
-            let pinned = if sh.orig.is_none() {
-                s.cache.pin_new(id)?
+            if sh.fresh {
+                let pinned = s.cache.pin_new_with(id, sh.new)?;
+                set_page_lsn(&mut pinned.write(lsn), lsn);
             } else {
-                s.cache.pin(id)?
-            };
-            let mut g = pinned.write(lsn);
-            g.copy_from_slice(&sh.new);
-            set_page_lsn(&mut g, lsn);
+                let pinned = s.cache.pin(id)?;
+                let mut g = pinned.write(lsn);
+                g.copy_from_slice(&sh.new);
+                set_page_lsn(&mut g, lsn);
+            }
         }
         for &id in &self.freed {
             s.cache.discard(id);
@@ -283,6 +319,17 @@ impl<'a> WriteTxn<'a> {
         on_apply();
         Ok(())
     }
+}
+
+/// Keeps a payload buffer's allocation for the next commit unless it grew past what a
+/// typical commit needs (a one-off huge transaction should not pin its memory).
+fn recycle_payload(mut buf: Vec<u8>) -> Vec<u8> {
+    const KEEP: usize = 4 << 20;
+    if buf.capacity() > KEEP {
+        return Vec::new();
+    }
+    buf.clear();
+    buf
 }
 
 impl Drop for WriteTxn<'_> {
@@ -309,5 +356,13 @@ impl PageSource for WriteTxn<'_> {
         let pinned = self.shared.cache.pin(id)?;
         let g = pinned.read();
         Ok(f(&g))
+    }
+
+    fn is_trusted(&self, id: PageId) -> bool {
+        self.trusted.contains(&id)
+    }
+
+    fn trust(&mut self, id: PageId) {
+        self.trusted.insert(id);
     }
 }

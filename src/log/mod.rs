@@ -341,6 +341,19 @@ impl Log {
     /// Returns once frame `lsn` is durable (`Sync`) or written (`Flush`); `Async` returns at
     /// once. Concurrent callers share one write and one sync (group commit).
     pub fn flush(&self, lsn: Lsn, durability: Durability) -> Result<()> {
+        self.flush_as(lsn, durability, true)
+    }
+
+    /// Makes frame `lsn` durable for a background caller (the async flusher, or the cache
+    /// making a dirty page writable): like a `Sync` [`Log::flush`], but a leader it becomes
+    /// does not wait for announced committers to join. Such a caller is not a committer,
+    /// and the committer it may be serving (evicting a page mid-transaction) is itself
+    /// announced, so gathering would only spin out `GROUP_WAIT` on every call.
+    pub fn sync_to(&self, lsn: Lsn) -> Result<()> {
+        self.flush_as(lsn, Durability::Sync, false)
+    }
+
+    fn flush_as(&self, lsn: Lsn, durability: Durability, gather: bool) -> Result<()> {
         let sync = match durability {
             Durability::Async => return self.poison.check(),
             Durability::Flush => false,
@@ -362,7 +375,7 @@ impl Log {
             if (untaken && f.leaders < MAX_LEADERS) || f.leaders == 0 {
                 f.leaders += 1;
                 drop(f);
-                return self.lead(sync);
+                return self.lead(sync, gather);
             }
             let me = Arc::new(Waiter {
                 lsn,
@@ -402,11 +415,11 @@ impl Log {
     /// The leader keeps leading while frames arrive during its sync (up to a bound, so its
     /// own caller is not held forever): the next group then starts without waiting for a
     /// follower thread to wake up, which on a busy machine costs more than a sync.
-    fn lead(&self, sync: bool) -> Result<()> {
+    fn lead(&self, sync: bool, gather: bool) -> Result<()> {
         let mut rounds = 0;
         loop {
             let mut done = FlushDone::default();
-            let r = self.lead_flush(&mut done, sync, rounds > 0);
+            let r = self.lead_flush(&mut done, sync, gather, rounds > 0);
             let mut f = self.flush_lock.lock();
             f.writes += done.writes;
             f.syncs += done.syncs;
@@ -494,8 +507,14 @@ impl Log {
     }
 
     /// The leader's work: write the whole buffer in one call, then sync once.
-    fn lead_flush(&self, done: &mut FlushDone, sync: bool, continued: bool) -> Result<()> {
-        if sync {
+    fn lead_flush(
+        &self,
+        done: &mut FlushDone,
+        sync: bool,
+        gather: bool,
+        continued: bool,
+    ) -> Result<()> {
+        if sync && gather {
             self.wait_for_group(continued);
         }
         let last = {
