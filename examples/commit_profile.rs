@@ -1,4 +1,5 @@
-//! Profiling aid: single-message Async commits (the CPU cost of the store's commit path).
+//! Profiling aid: Async commits of one message, or of `BATCH` (the CPU cost of the store's
+//! commit path): `... commit_profile N [BATCH]`.
 use stowage::{Durability, NewMessage, Store, StoreConfig};
 fn main() -> Result<(), stowage::Error> {
     let dir = "/tmp/commitp";
@@ -16,14 +17,21 @@ fn main() -> Result<(), stowage::Error> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
+    // Messages per transaction (W3 uses 100).
+    let batch: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
     let t = std::time::Instant::now();
     for _ in 0..n {
         let mut tx = s.begin();
-        tx.insert("q", NewMessage::new(p.clone()))?;
+        for _ in 0..batch {
+            tx.insert("q", NewMessage::new(p.clone()))?;
+        }
         tx.commit_with(Durability::Async)?;
     }
     println!(
-        "{:.2} us per commit",
+        "{:.2} us per commit of {batch}",
         t.elapsed().as_secs_f64() * 1e6 / n as f64
     );
     s.close()
