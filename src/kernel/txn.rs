@@ -28,7 +28,7 @@ struct Shadow {
     fresh: bool,
     /// The bytes as the transaction left them.
     new: Vec<u8>,
-    /// Whether `new` may differ from `orig`.
+    /// Whether `new` may differ from the committed page.
     dirty: bool,
 }
 
