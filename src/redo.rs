@@ -61,29 +61,9 @@ const T_XA: u8 = 7;
 /// the frame's LSN when applied).
 const DIFF_SKIP: std::ops::Range<usize> = 4..PAGE_HEADER_LEN;
 
-/// Encodes records as a commit payload.
-pub fn encode(records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut e = Encoder::new(&mut out);
-    for r in records {
-        match r {
-            Record::PageCount(n) => e.page_count(*n),
-            Record::Alloc(p) => e.alloc(*p),
-            Record::Free(p) => e.free(*p),
-            Record::Root { slot, page } => e.root(*slot, *page),
-            Record::Image { page, bytes } => e.image(*page, bytes),
-            Record::Xa(bytes) => e.xa(bytes),
-            Record::Delta { page, runs } => {
-                e.delta_runs(*page, runs.iter().map(|(off, b)| (*off, b.as_slice())))
-            }
-        }
-    }
-    out
-}
-
 /// Writes records straight into a commit payload, so the commit path builds no
-/// intermediate [`Record`]s (no page-image clones, no run vectors). The byte format is
-/// [`encode`]'s, which is written through this same encoder.
+/// intermediate [`Record`]s (no page-image clones, no run vectors). [`decode`] reads the
+/// same format back into [`Record`]s.
 pub struct Encoder<'a> {
     out: &'a mut Vec<u8>,
 }
@@ -136,23 +116,9 @@ impl<'a> Encoder<'a> {
         self.out.extend_from_slice(bytes);
     }
 
-    /// [`Record::Delta`] from explicit runs.
-    pub fn delta_runs<'r>(
-        &mut self,
-        page: PageId,
-        runs: impl IntoIterator<Item = (u32, &'r [u8])>,
-    ) {
-        let count_at = self.delta_header(page);
-        let mut n = 0u32;
-        for (off, bytes) in runs {
-            self.run(off, bytes);
-            n += 1;
-        }
-        self.patch_count(count_at, n);
-    }
-
-    /// [`Record::Delta`] holding [`diff`]`(old, new)`; writes nothing and returns false
-    /// when the pages do not differ.
+    /// [`Record::Delta`] holding the byte runs where `new` differs from `old` (same length),
+    /// skipping the header's CRC and LSN; runs closer than 16 bytes merge (a run costs 8
+    /// bytes of framing). Writes nothing and returns false when the pages do not differ.
     pub fn delta(&mut self, page: PageId, old: &[u8], new: &[u8]) -> bool {
         let mark = self.out.len();
         let count_at = self.delta_header(page);
@@ -253,22 +219,12 @@ pub fn decode(payload: &[u8], lsn: Lsn, page_size: usize) -> Result<Vec<Record>>
     Ok(out)
 }
 
-/// The byte runs where `new` differs from `old` (same length), skipping the header's CRC
-/// and LSN. Runs closer than 16 bytes are merged: a run costs 8 bytes of framing.
+/// Calls `run(start, last)` for each run of differing bytes (inclusive bounds), in
+/// increasing order, outside `DIFF_SKIP`.
 ///
 /// Equal stretches are skipped a block at a time (see `next_diff`): this runs for every
 /// page of every commit (measured: a byte-at-a-time loop was half the CPU of a one-message
 /// commit).
-pub fn diff(old: &[u8], new: &[u8]) -> Vec<(u32, Vec<u8>)> {
-    let mut out = Vec::new();
-    diff_runs(old, new, |start, last| {
-        out.push((start as u32, new[start..=last].to_vec()))
-    });
-    out
-}
-
-/// Calls `run(start, last)` for each differing run of [`diff`] (inclusive bounds), in
-/// increasing order.
 fn diff_runs(old: &[u8], new: &[u8], mut run: impl FnMut(usize, usize)) {
     let n = old.len().min(new.len());
     for (from, end) in [(0, DIFF_SKIP.start.min(n)), (DIFF_SKIP.end.min(n), n)] {
@@ -350,6 +306,30 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Encodes records through the commit path's encoder.
+    fn encode(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut e = Encoder::new(&mut out);
+        for r in records {
+            match r {
+                Record::PageCount(n) => e.page_count(*n),
+                Record::Alloc(p) => e.alloc(*p),
+                Record::Free(p) => e.free(*p),
+                Record::Root { slot, page } => e.root(*slot, *page),
+                Record::Image { page, bytes } => e.image(*page, bytes),
+                Record::Xa(bytes) => e.xa(bytes),
+                Record::Delta { page, runs } => {
+                    let at = e.delta_header(*page);
+                    for (off, bytes) in runs {
+                        e.run(*off, bytes);
+                    }
+                    e.patch_count(at, runs.len() as u32);
+                }
+            }
+        }
+        out
+    }
+
     #[test]
     fn records_round_trip() {
         let recs = vec![
@@ -396,7 +376,14 @@ mod tests {
         ) {
             let mut new = old.clone();
             for (i, v) in edits { new[i] = v; }
-            let runs = diff(&old, &new);
+            let mut payload = Vec::new();
+            let changed = Encoder::new(&mut payload).delta(7, &old, &new);
+            let runs = match decode(&payload, 1, 256).unwrap().as_slice() {
+                [] => Vec::new(),
+                [Record::Delta { page: 7, runs }] => runs.clone(),
+                other => panic!("unexpected records {other:?}"),
+            };
+            prop_assert_eq!(changed, !runs.is_empty());
             let mut got = old.clone();
             apply_runs(&mut got, &runs);
             got[DIFF_SKIP].copy_from_slice(&new[DIFF_SKIP]);

@@ -80,6 +80,15 @@ fn xid(n: u8) -> Xid {
 
 /// Queues with small, empty and overflow payloads, delivery counts, priorities, a consumed
 /// range (free space to compact away), a rolled-back key, and two prepared transactions.
+/// A filled store (the default configuration), closed; returns its state.
+fn build(sim: &SimFs) -> State {
+    let s = open(sim, config()).unwrap();
+    fill(&s);
+    let st = state(&s);
+    s.close().unwrap();
+    st
+}
+
 fn fill(s: &Store) {
     for q in ["a", "b", "gone"] {
         s.create_queue(q).unwrap();
@@ -253,13 +262,6 @@ fn crashes_during_a_startup_compaction_open_as_the_old_or_the_new_store() {
 /// outcome; the store must open with the old content at the old or the new page size, and
 /// the rewrite must complete when run again.
 fn sweep_startup_rewrite(rewrite: StoreConfig, new_size: u64, stride: usize) {
-    let build = |sim: &SimFs| {
-        let s = open(sim, config()).unwrap();
-        fill(&s);
-        let st = state(&s);
-        s.close().unwrap();
-        st
-    };
     let sim = SimFs::new();
     let want = build(&sim);
     let before = sim.mutating_calls();
@@ -293,13 +295,6 @@ fn sweep_startup_rewrite(rewrite: StoreConfig, new_size: u64, stride: usize) {
 
 #[test]
 fn a_failed_rewrite_at_open_opens_the_store_as_it_was() {
-    let build = |sim: &SimFs| {
-        let s = open(sim, config()).unwrap();
-        fill(&s);
-        let st = state(&s);
-        s.close().unwrap();
-        st
-    };
     // Mutating calls of a plain open, and of an open that compacts.
     let sim = SimFs::new();
     let want = build(&sim);

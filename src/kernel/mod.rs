@@ -23,6 +23,7 @@ pub mod rewrite;
 mod txn;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -215,8 +216,6 @@ struct Counters {
 struct BgState {
     shutdown: bool,
     checkpoint_wanted: bool,
-    /// The cache is mostly dirty: the cleaner should write cold pages back.
-    cleaning_wanted: bool,
 }
 
 /// What the kernel's threads share.
@@ -237,6 +236,10 @@ pub(crate) struct Shared {
     poison: Arc<Poison>,
     bg: Mutex<BgState>,
     bg_cv: Condvar,
+    /// The cache is mostly dirty: the cleaner should write cold pages back. An atomic
+    /// rather than a field of `bg`, so that commits seeing a dirty cache while a cleaning
+    /// is already asked for do not take the lock.
+    cleaning_wanted: AtomicBool,
     counters: Mutex<Counters>,
     fs: Arc<dyn FileSystem>,
     bugs: PlantedBugs,
@@ -374,6 +377,7 @@ impl Kernel {
             checkpoint_lock: Mutex::new(()),
             poison,
             bg: Mutex::new(BgState::default()),
+            cleaning_wanted: AtomicBool::new(false),
             bg_cv: Condvar::new(),
             counters: Mutex::new(Counters::default()),
             fs: fs.clone(),
@@ -610,11 +614,14 @@ impl Shared {
 
     /// Asks the cleaner thread to write cold dirty pages back (the cache is mostly dirty).
     fn request_cleaning(&self) {
-        let mut bg = self.bg.lock();
-        if !bg.cleaning_wanted {
-            bg.cleaning_wanted = true;
-            self.bg_cv.notify_all();
+        if self.cleaning_wanted.load(Ordering::Acquire)
+            || self.cleaning_wanted.swap(true, Ordering::AcqRel)
+        {
+            return;
         }
+        // Notified under the lock the cleaner checks the flag under, so it cannot miss it.
+        let _bg = self.bg.lock();
+        self.bg_cv.notify_all();
     }
 }
 
@@ -644,7 +651,7 @@ fn cleaner(s: &Shared) {
     loop {
         {
             let mut bg = s.bg.lock();
-            while !bg.shutdown && !bg.cleaning_wanted {
+            while !bg.shutdown && !s.cleaning_wanted.load(Ordering::Acquire) {
                 s.bg_cv.wait(&mut bg);
             }
             if bg.shutdown {
@@ -665,7 +672,7 @@ fn cleaner(s: &Shared) {
                 return;
             }
         }
-        s.bg.lock().cleaning_wanted = false;
+        s.cleaning_wanted.store(false, Ordering::Release);
     }
 }
 

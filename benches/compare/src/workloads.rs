@@ -116,20 +116,32 @@ pub fn publish_sync<E: Engine>(dir: &Path, threads: usize, per_thread: usize) ->
         lat.extend(h.join().map_err(|_| "producer thread panicked")??);
     }
     let secs = start.elapsed().as_secs_f64();
-    lat.sort_unstable();
     let extra = e.extra()?;
     Arc::into_inner(e).ok_or("engine still shared")?.close()?;
-    let n = lat.len() as f64;
-    Ok(Outcome {
-        ops: lat.len() as u64,
+    let ops = lat.len() as u64;
+    Ok(timed(ops, PAYLOAD, secs, lat, extra))
+}
+
+/// The figures of a timed run of `ops` operations of `bytes` payload bytes each.
+fn timed(
+    ops: u64,
+    bytes: usize,
+    secs: f64,
+    mut lat: Vec<Duration>,
+    extra: Vec<(String, f64)>,
+) -> Outcome {
+    lat.sort_unstable();
+    let n = ops as f64;
+    Outcome {
+        ops,
         secs,
         per_sec: n / secs,
-        mib_per_sec: n * PAYLOAD as f64 / secs / 1048576.0,
+        mib_per_sec: n * bytes as f64 / secs / 1048576.0,
         p50_us: pct(&lat, 0.5),
         p99_us: pct(&lat, 0.99),
         extra,
         ..Outcome::default()
-    })
+    }
 }
 
 /// W3: `total` messages in durable transactions of 100.
@@ -146,21 +158,10 @@ pub fn batched<E: Engine>(dir: &Path, total: usize) -> Res<Outcome> {
         lat.push(t.elapsed());
     }
     let secs = start.elapsed().as_secs_f64();
-    lat.sort_unstable();
     let extra = e.extra()?;
     drop(w);
     e.close()?;
-    let n = (txs * 100) as f64;
-    Ok(Outcome {
-        ops: n as u64,
-        secs,
-        per_sec: n / secs,
-        mib_per_sec: n * PAYLOAD as f64 / secs / 1048576.0,
-        p50_us: pct(&lat, 0.5),
-        p99_us: pct(&lat, 0.99),
-        extra,
-        ..Outcome::default()
-    })
+    Ok(timed((txs * 100) as u64, PAYLOAD, secs, lat, extra))
 }
 
 /// W4: depth held at 1,000; each durable transaction publishes one and removes the oldest.
@@ -179,21 +180,13 @@ pub fn churn<E: Engine>(dir: &Path, txs: usize) -> Res<Outcome> {
         lat.push(t.elapsed());
     }
     let secs = start.elapsed().as_secs_f64();
-    lat.sort_unstable();
     let extra = e.extra()?;
     drop(w);
     e.close()?;
     Ok(Outcome {
-        ops: txs as u64,
-        secs,
-        per_sec: txs as f64 / secs,
-        mib_per_sec: 0.0,
-        p50_us: pct(&lat, 0.5),
-        p99_us: pct(&lat, 0.99),
         dir_mib: mib(dir_bytes(dir).0),
         files_mib: mib(dir_bytes(dir).1),
-        extra,
-        ..Outcome::default()
+        ..timed(txs as u64, 0, secs, lat, extra)
     })
 }
 

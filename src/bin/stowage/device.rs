@@ -33,30 +33,27 @@ fn fsync_rate(base: &Path, overwrite: bool, threads: usize, n: usize) -> Res<f64
         .map(|t| {
             let path = dir.0.join(format!("f{t}"));
             let ready = ready.clone();
-            std::thread::spawn(move || -> std::io::Result<()> {
-                let prepared = (|| {
-                    let f = OpenOptions::new()
+            std::thread::spawn(move || -> Result<(), String> {
+                let prepared = if overwrite {
+                    prepared_overwrite_file(&path, n).map_err(|e| e.to_string())
+                } else {
+                    OpenOptions::new()
                         .create(true)
                         .truncate(true)
                         .read(true)
                         .write(true)
-                        .open(&path)?;
-                    if overwrite {
-                        let zeros = vec![0u8; 1 << 20];
-                        for i in 0..(n as u64 * 4096).div_ceil(1 << 20) {
-                            f.write_all_at(&zeros, i << 20)?;
-                        }
-                        f.sync_all()?;
-                    }
-                    Ok::<_, std::io::Error>(f)
-                })();
+                        .open(&path)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                };
                 // Meet the others even after an error, so nobody waits forever.
                 ready.wait();
                 let f = prepared?;
                 let block = vec![0xA5u8; 4096];
                 for i in 0..n {
-                    f.write_all_at(&block, i as u64 * 4096)?;
-                    f.sync_data()?;
+                    f.write_all_at(&block, i as u64 * 4096)
+                        .and_then(|()| f.sync_data())
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok(())
             })
