@@ -20,6 +20,13 @@ mod sim;
 pub use real::RealFs;
 pub use sim::{CrashOutcome, SimFs};
 
+/// Memory alignment that [`FileSystem::open_direct`] handles need for their buffers.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// Offset and length granularity of [`FileSystem::open_direct`] writes: the smallest
+/// logical block size; a device with larger blocks gets no direct handle.
+pub const DIRECT_BLOCK: u64 = 512;
+
 /// How [`FileSystem::open`] treats a missing or existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -64,6 +71,16 @@ pub trait LockGuard: Send + Sync + Debug {}
 pub trait FileSystem: Send + Sync + Debug {
     /// Opens (or creates, per `mode`) a file for reading and writing.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>>;
+    /// Opens an existing file a second time for unbuffered writes (`O_DIRECT`): each write
+    /// goes to the device at once, without a copy into the OS cache, and a later
+    /// `sync_data` only has to flush the device's cache. Every buffer handed to it must
+    /// start on a [`DIRECT_ALIGN`] address, and every offset and length must be a multiple
+    /// of [`DIRECT_BLOCK`]. `None` where the platform or the file system cannot do it (the
+    /// caller then writes through its buffered handle); the default is `None`.
+    fn open_direct(&self, path: &Path) -> io::Result<Option<Arc<dyn FileHandle>>> {
+        let _ = path;
+        Ok(None)
+    }
     /// True if a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> io::Result<bool>;
     /// Creates a directory and its missing parents (entries not durable until `sync_dir`

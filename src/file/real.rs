@@ -92,6 +92,31 @@ impl FileSystem for RealFs {
             file: o.open(path)?,
         }))
     }
+    #[cfg(target_os = "linux")]
+    fn open_direct(&self, path: &Path) -> io::Result<Option<Arc<dyn FileHandle>>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => f,
+            // The file system refuses O_DIRECT (tmpfs on older kernels, some FUSE mounts).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // Probe the granularity with a read: a device whose logical blocks are larger than
+        // DIRECT_BLOCK refuses it (EINVAL), and then the caller stays buffered.
+        let mut probe = vec![0u8; 2 * super::DIRECT_ALIGN];
+        let at = probe.as_ptr().align_offset(super::DIRECT_ALIGN);
+        let block = &mut probe[at..at + super::DIRECT_BLOCK as usize];
+        match file.read_at(block, 0) {
+            Ok(_) => Ok(Some(Arc::new(RealFile { file }))),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     fn exists(&self, path: &Path) -> io::Result<bool> {
         path.try_exists()
     }

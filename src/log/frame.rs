@@ -124,19 +124,20 @@ pub struct Frame {
 // Frame layout: len u32 (payload bytes) | crc u32 over 8..32 and the payload | lsn u64 |
 // generation u32 | kind u8 | reserved[3] | synced_upto u64 | payload.
 
-/// Appends an encoded frame to `out`.
-pub fn encode_frame(
-    out: &mut Vec<u8>,
+/// Encodes a frame into `out`, which is exactly `FRAME_HEADER_LEN + payload.len()` bytes
+/// long (its prior content does not matter: every byte is written).
+pub fn encode_frame_into(
+    out: &mut [u8],
     generation: u32,
     kind: FrameKind,
     lsn: Lsn,
     synced_upto: Lsn,
     payload: &[u8],
 ) {
-    let start = out.len();
-    out.resize(start + FRAME_HEADER_LEN, 0);
-    out.extend_from_slice(payload);
-    let h = &mut out[start..start + FRAME_HEADER_LEN];
+    debug_assert_eq!(out.len(), FRAME_HEADER_LEN + payload.len());
+    let (h, body) = out.split_at_mut(FRAME_HEADER_LEN);
+    body.copy_from_slice(payload);
+    h.fill(0);
     // Payloads are bounded by max_message_size batches far below 4 GiB; the commit path
     // refuses larger ones before encoding.
     LE::write_u32(&mut h[0..4], payload.len() as u32);
@@ -145,16 +146,16 @@ pub fn encode_frame(
     h[20] = kind as u8;
     LE::write_u64(&mut h[24..32], synced_upto);
     let mut crc = crc32fast::Hasher::new();
-    crc.update(&out[start + 8..]);
-    let crc = crc.finalize();
-    LE::write_u32(&mut out[start + 4..start + 8], crc);
+    crc.update(&h[8..]);
+    crc.update(body);
+    LE::write_u32(&mut h[4..8], crc.finalize());
 }
 
-/// Pads `out` (which will be written at file offset `at`) with zeros to a sector boundary.
-pub fn pad_to_sector(out: &mut Vec<u8>, at: u64) {
-    let end = at + out.len() as u64;
-    let padded = end.div_ceil(SECTOR) * SECTOR;
-    out.resize(out.len() + (padded - end) as usize, 0);
+/// Zero bytes that pad a batch of `len` bytes written at file offset `at` to a sector
+/// boundary.
+pub fn sector_padding(at: u64, len: usize) -> usize {
+    let end = at + len as u64;
+    (end.div_ceil(SECTOR) * SECTOR - end) as usize
 }
 
 /// Where the valid frames end, and what was found there.
