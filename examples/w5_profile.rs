@@ -5,10 +5,16 @@ fn main() -> Result<(), stowage::Error> {
     let dir = args.get(1).cloned().unwrap_or_else(|| "/tmp/w5p".into());
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let _ = std::fs::remove_dir_all(&dir);
+    // Page size from STOWAGE_PAGE_SIZE (default 4096); the cache stays 32 MiB.
+    let page_size: u32 = std::env::var("STOWAGE_PAGE_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
+    let frames = (32 << 20) / page_size as usize;
     let cfg = StoreConfig {
-        page_size: 4096,
-        cache_min_pages: 4096,
-        cache_max_pages: 8192,
+        page_size,
+        cache_min_pages: frames / 2,
+        cache_max_pages: frames,
         ..StoreConfig::default()
     };
     let s = Store::open(&dir, cfg)?;

@@ -510,6 +510,26 @@ fn scan_reports_sizes_and_recommends_a_page_size_even_when_empty() {
     assert!(r.reasoning.contains("2048"), "{}", r.reasoning);
 }
 
+/// Payloads are never split across data pages, so 1 KiB payloads fill a 4 KiB page only
+/// 75% (3 fit) but a 16 KiB page 94% (15 fit): the scan counts that gap, and the
+/// recommendation is a large page, not the smallest page that holds a payload.
+#[test]
+fn scan_counts_the_gap_whole_payloads_leave_at_the_end_of_a_page() {
+    let s = Store::open_in_memory(StoreConfig {
+        page_size_max: 65536,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    s.create_queue("q").unwrap();
+    let mut tx = s.begin();
+    for _ in 0..300 {
+        tx.insert("q", NewMessage::new(vec![7; 1024])).unwrap();
+    }
+    tx.commit().unwrap();
+    let r = s.scan().unwrap();
+    assert!(r.recommended_page_size >= 16384, "{r:?}");
+}
+
 #[test]
 fn swap_queues_through_the_store_never_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
