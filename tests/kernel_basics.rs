@@ -109,6 +109,46 @@ fn async_commits_become_durable_within_the_flush_interval() {
     }
 }
 
+/// An `Async` producer faster than the flusher's interval must not grow the log's buffer
+/// without bound: past `WRITE_AHEAD` bytes the flusher is woken to write and sync at once.
+/// With an hour-long interval, only that nudge can make these commits durable.
+#[test]
+fn async_commits_past_the_write_ahead_bound_are_flushed_before_the_interval() {
+    let sim = SimFs::new();
+    let cfg = StoreConfig {
+        // Above the ~12 MiB written, so no checkpoint syncs the log.
+        checkpoint_size: 32 << 20,
+        async_flush_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let k = Kernel::open(Arc::new(sim.clone()), Path::new("/k"), &cfg).unwrap();
+    let checkpoints = k.stats().checkpoints;
+    let mut tx = k.begin().unwrap();
+    let p = tx.allocate(PageType::Raw).unwrap();
+    tx.commit(Durability::Async).unwrap();
+    // Each commit rewrites most of the page, so its frame is about 4 KiB: 3,000 of them
+    // pass the bound once (and the test stays well under a second).
+    for i in 0..3000u32 {
+        let mut tx = k.begin().unwrap();
+        tx.page_mut(p).unwrap()[64..4064].fill(i as u8);
+        tx.commit(Durability::Async).unwrap();
+    }
+    assert!(k.stats().log.bytes_since_recycle > stowage::log::WRITE_AHEAD as u64);
+    let start = Instant::now();
+    while k.stats().durable_lsn == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing was flushed ahead of the interval"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        k.stats().checkpoints,
+        checkpoints,
+        "a checkpoint synced the log instead"
+    );
+}
+
 #[test]
 fn flush_commits_are_written_but_not_synced() {
     let sim = SimFs::new();

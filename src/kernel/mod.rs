@@ -240,6 +240,9 @@ pub(crate) struct Shared {
     /// rather than a field of `bg`, so that commits seeing a dirty cache while a cleaning
     /// is already asked for do not take the lock.
     cleaning_wanted: AtomicBool,
+    /// Set when the log's buffer passed its write-ahead bound; the flusher then writes it
+    /// at once instead of at its next interval.
+    flush_wanted: AtomicBool,
     counters: Mutex<Counters>,
     fs: Arc<dyn FileSystem>,
     bugs: PlantedBugs,
@@ -378,6 +381,7 @@ impl Kernel {
             poison,
             bg: Mutex::new(BgState::default()),
             cleaning_wanted: AtomicBool::new(false),
+            flush_wanted: AtomicBool::new(false),
             bg_cv: Condvar::new(),
             counters: Mutex::new(Counters::default()),
             fs: fs.clone(),
@@ -612,14 +616,23 @@ impl Shared {
         self.bg_cv.notify_all();
     }
 
+    /// Has the flusher write and sync the log's buffer now (see [`Log::wants_write_ahead`]).
+    fn request_flush(&self) {
+        self.raise(&self.flush_wanted);
+    }
+
     /// Asks the cleaner thread to write cold dirty pages back (the cache is mostly dirty).
     fn request_cleaning(&self) {
-        if self.cleaning_wanted.load(Ordering::Acquire)
-            || self.cleaning_wanted.swap(true, Ordering::AcqRel)
-        {
+        self.raise(&self.cleaning_wanted);
+    }
+
+    /// Sets a background thread's request flag and wakes the threads; a flag already set
+    /// costs one atomic load, so committers can raise it on every commit.
+    fn raise(&self, flag: &AtomicBool) {
+        if flag.load(Ordering::Acquire) || flag.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Notified under the lock the cleaner checks the flag under, so it cannot miss it.
+        // Notified under the lock the thread checks the flag under, so it cannot miss it.
         let _bg = self.bg.lock();
         self.bg_cv.notify_all();
     }
@@ -685,11 +698,14 @@ fn flusher(s: &Shared) {
             if bg.shutdown {
                 return;
             }
-            s.bg_cv.wait_for(&mut bg, interval);
+            if !s.flush_wanted.load(Ordering::Acquire) {
+                s.bg_cv.wait_for(&mut bg, interval);
+            }
             if bg.shutdown {
                 return;
             }
         }
+        s.flush_wanted.store(false, Ordering::Release);
         let last = s.log.last_lsn();
         if last > s.log.durable_lsn() && s.log.sync_to(last).is_err() {
             // The log latched the poison; commits report it.

@@ -276,6 +276,9 @@ impl<'a> WriteTxn<'a> {
         drop(w);
         s.counters.lock().commits += 1;
         s.log.flush(lsn, durability)?;
+        if durability != Durability::Sync && s.log.wants_write_ahead() {
+            s.request_flush();
+        }
         if s.log.size_since_recycle() >= s.config.checkpoint_size {
             s.request_checkpoint();
         }

@@ -11,7 +11,9 @@ use crate::file::DIRECT_ALIGN;
 
 /// Buffers above this capacity are dropped when a batch is done rather than kept for the
 /// next one, so one huge transaction does not pin its memory for the life of the store.
-const KEEP_CAPACITY: usize = 8 << 20;
+/// Above the log's write-ahead bound (`log::WRITE_AHEAD`), which keeps `Async` batches
+/// smaller than this.
+const KEEP_CAPACITY: usize = 32 << 20;
 
 /// A growable byte buffer whose contents start on a [`DIRECT_ALIGN`] boundary.
 #[derive(Debug, Default)]
@@ -31,6 +33,11 @@ impl AlignedBuf {
     /// Bytes held.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Bytes it can hold without reallocating.
+    pub fn capacity(&self) -> usize {
+        self.raw.len().saturating_sub(self.start)
     }
 
     /// True when nothing is held.
