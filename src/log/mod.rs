@@ -19,8 +19,8 @@
 //!   A leader that finds new frames buffered after its sync leads another round (at most
 //!   `MAX_LEADER_ROUNDS`), so groups follow each other without a thread wake-up between.
 //! - Batches are written through an unbuffered (`O_DIRECT`) handle where the file system
-//!   offers one, from the aligned append buffer; syncs, headers and reads use the buffered
-//!   handle. Either way `durable` only moves after the `fdatasync`.
+//!   offers one and takes its writes, from the aligned append buffer; syncs, headers and
+//!   reads use the buffered handle. Either way `durable` only moves after the `fdatasync`.
 //! - A failed write or sync latches the shared [`Poison`]: every later call fails.
 //! - The file is preallocated and zero-filled when created and reused from the start after
 //!   each checkpoint (a new generation), because overwriting written blocks then syncing
@@ -96,10 +96,13 @@ struct AppendState {
 pub struct Log {
     path: PathBuf,
     file: Arc<dyn FileHandle>,
-    /// Where write batches go: an unbuffered (`O_DIRECT`) handle on the same file where
-    /// the file system offers one, else `file`. Headers, reads and syncs use `file`.
-    writer: Arc<dyn FileHandle>,
-    direct: bool,
+    /// Where write batches go while `direct_on`: an unbuffered (`O_DIRECT`) handle on the
+    /// same file, where the file system offers one. Otherwise batches go to `file`, as
+    /// do headers, reads and syncs.
+    direct: Option<Arc<dyn FileHandle>>,
+    /// Cleared for good when the direct handle refuses a write as invalid (a file system
+    /// that accepted `O_DIRECT` at open but not for writes).
+    direct_on: AtomicBool,
     state: Mutex<AppendState>,
     /// Who leads the current flush, the parked followers, and the counters; never held
     /// across I/O.
@@ -257,14 +260,10 @@ impl Log {
         let direct = fs
             .open_direct(&path)
             .map_err(|e| io_err("opening (unbuffered)", &path, e))?;
-        let (writer, direct) = match direct {
-            Some(d) => (d, true),
-            None => (file.clone(), false),
-        };
         let log = Log {
             path,
             file,
-            writer,
+            direct_on: AtomicBool::new(direct.is_some()),
             direct,
             state: Mutex::new(AppendState {
                 buf: AlignedBuf::default(),
@@ -573,8 +572,7 @@ impl Log {
             };
             self.taken.fetch_max(last, Ordering::AcqRel);
             if !buf.is_empty() {
-                self.writer
-                    .write_all_at(buf.as_slice(), offset)
+                self.write_batch(buf.as_slice(), offset)
                     .map_err(|e| self.poison.latch(io_err("writing", &self.path, e)))?;
                 done.writes += 1;
                 // Keep the allocation for the batch after next.
@@ -615,7 +613,30 @@ impl Log {
 
     /// True when write batches bypass the OS cache (see [`FileSystem::open_direct`]).
     pub fn is_direct(&self) -> bool {
-        self.direct
+        self.direct.is_some() && self.direct_on.load(Ordering::Acquire)
+    }
+
+    /// Writes one batch: through the direct handle while it takes writes, else through the
+    /// buffered one. A direct write refused as invalid (`EINVAL`: the file system took
+    /// `O_DIRECT` at open and for the aligned probe read, but not for this write) sends this
+    /// batch and every later one to the buffered handle. Rewriting the whole batch there is
+    /// safe even if part of it went through: the same bytes land at the same offsets, and
+    /// nothing counts as written or durable until this returns and a sync follows.
+    fn write_batch(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+        if let Some(direct) = self.direct.as_ref().filter(|_| self.is_direct()) {
+            match direct.write_all_at(bytes, offset) {
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    self.direct_on.store(false, Ordering::Release);
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "unbuffered log write refused; writing through the OS cache from now on"
+                    );
+                }
+                other => return other,
+            }
+        }
+        self.file.write_all_at(bytes, offset)
     }
 
     /// The LSN of the last appended frame.
