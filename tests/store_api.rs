@@ -530,6 +530,32 @@ fn scan_counts_the_gap_whole_payloads_leave_at_the_end_of_a_page() {
     assert!(r.recommended_page_size >= 16384, "{r:?}");
 }
 
+/// A transaction caches its last queue look-up (so a run of inserts skips the catalog):
+/// deleting the queue, or deleting and re-creating it under the same name, must still be
+/// seen by the next insert.
+#[test]
+fn an_insert_after_its_queue_was_deleted_or_recreated_sees_the_change() {
+    let s = Store::open_in_memory(StoreConfig::default()).unwrap();
+    s.create_queue("q").unwrap();
+    let mut tx = s.begin();
+    tx.insert("q", NewMessage::new(b"a".to_vec())).unwrap();
+    s.delete_queue("q").unwrap();
+    assert!(matches!(
+        tx.insert("q", NewMessage::new(b"b".to_vec())),
+        Err(Error::QueueNotFound { .. })
+    ));
+    s.create_queue("q").unwrap();
+    let mut fresh = s.begin();
+    let key = fresh.insert("q", NewMessage::new(b"c".to_vec())).unwrap();
+    fresh.commit().unwrap();
+    assert_eq!(s.messages("q", 0, 10).unwrap().len(), 1);
+    // The old transaction's insert into the deleted queue fails its commit, and only that.
+    tx.insert("q", NewMessage::new(b"d".to_vec())).unwrap();
+    assert!(matches!(tx.commit(), Err(Error::QueueNotFound { .. })));
+    let msgs = s.messages("q", 0, 10).unwrap();
+    assert_eq!(msgs.iter().map(|m| m.key).collect::<Vec<_>>(), vec![key]);
+}
+
 #[test]
 fn swap_queues_through_the_store_never_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();

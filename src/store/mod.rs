@@ -91,6 +91,16 @@ pub(crate) struct Engine {
     pub(crate) swap: SwapDir,
     /// One backup at a time.
     pub(crate) backup_lock: Mutex<()>,
+    /// Changes (to a value never used before, by any engine of this process) whenever a
+    /// queue is created or deleted, under the catalog lock: a transaction's cached look-up
+    /// of its last queue is valid while this still holds the value it was made under.
+    pub(crate) catalog_epoch: AtomicU64,
+}
+
+/// A fresh value for [`Engine::catalog_epoch`].
+pub(crate) fn next_catalog_epoch() -> u64 {
+    static EPOCHS: AtomicU64 = AtomicU64::new(1);
+    EPOCHS.fetch_add(1, Ordering::Relaxed)
 }
 
 pub(crate) struct Inner {
@@ -217,6 +227,7 @@ impl Store {
             durables,
             swap,
             backup_lock: Mutex::new(()),
+            catalog_epoch: AtomicU64::new(next_catalog_epoch()),
         };
         let restored = xa::restore(&engine, engine.kernel.take_recovered_xa())?;
         *in_doubt.lock() = restored;
@@ -305,6 +316,8 @@ impl Store {
                     next_key: Arc::new(AtomicU64::new(next_key)),
                 },
             );
+            e.catalog_epoch
+                .store(next_catalog_epoch(), Ordering::Release);
         })?;
         Ok(())
     }
@@ -345,6 +358,8 @@ impl Store {
         tx.commit_then(Durability::Sync, || {
             let mut cat = e.catalog.lock();
             cat.queues.remove(name);
+            e.catalog_epoch
+                .store(next_catalog_epoch(), Ordering::Release);
             cat.free_slots.push(q.slot);
             cat.free_slots.sort_by_key(|s| (s.page, s.index));
         })?;

@@ -7,7 +7,8 @@
 //! from the call until the transaction ends (commit, rollback or drop).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::index::{IndexValue, VALUE_LEN};
 use super::{Engine, Store};
@@ -23,18 +24,18 @@ use crate::store::xa::{encode_prepare, Prepared, Xid};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
     Insert {
-        queue: String,
+        queue: Arc<str>,
         queue_id: u64,
         key: u64,
         msg: NewMessage,
     },
     Remove {
-        queue: String,
+        queue: Arc<str>,
         queue_id: u64,
         key: u64,
     },
     SetDeliveryCount {
-        queue: String,
+        queue: Arc<str>,
         queue_id: u64,
         key: u64,
         count: u32,
@@ -50,6 +51,20 @@ pub struct Transaction {
     /// (queue id, key) pairs this transaction holds in the lock table.
     locked: Vec<(u64, u64)>,
     done: bool,
+    /// The last queue `insert` looked up: a publisher's run of inserts into one queue
+    /// then takes neither the catalog lock nor a hash of the name, nor a copy of the name
+    /// per message.
+    last_queue: Option<CachedQueue>,
+}
+
+/// A queue look-up, valid while the engine's `catalog_epoch` is unchanged (no queue was
+/// created or deleted since).
+#[derive(Debug)]
+struct CachedQueue {
+    name: Arc<str>,
+    epoch: u64,
+    id: u64,
+    next_key: Arc<AtomicU64>,
 }
 
 impl Transaction {
@@ -64,6 +79,7 @@ impl Transaction {
             ops: Vec::new(),
             locked: Vec::new(),
             done: false,
+            last_queue: None,
         }
     }
 
@@ -76,6 +92,32 @@ impl Transaction {
             queue: name.to_string(),
         })?;
         Ok((q.meta.id, q.next_key.clone()))
+    }
+
+    /// The look-up of `queue`, from `cache` while no queue was created or deleted since
+    /// it was made (the epoch is read under the catalog lock, with the look-up).
+    fn cached_queue<'c>(
+        cache: &'c mut Option<CachedQueue>,
+        e: &Engine,
+        queue: &str,
+    ) -> Result<&'c CachedQueue> {
+        let epoch = e.catalog_epoch.load(Ordering::Acquire);
+        let hit = matches!(cache, Some(c) if &*c.name == queue && c.epoch == epoch);
+        if !hit {
+            let cat = e.catalog.lock();
+            let q = cat.queues.get(queue).ok_or_else(|| Error::QueueNotFound {
+                queue: queue.to_string(),
+            })?;
+            *cache = Some(CachedQueue {
+                name: Arc::from(queue),
+                epoch: e.catalog_epoch.load(Ordering::Acquire),
+                id: q.meta.id,
+                next_key: q.next_key.clone(),
+            });
+        }
+        cache
+            .as_ref()
+            .ok_or_else(|| Error::invalid_argument("queue look-up cache empty after a fill"))
     }
 
     /// Adds a message; returns its key (strictly increasing per queue, never reused).
@@ -93,10 +135,11 @@ impl Transaction {
                 msg.priority
             )));
         }
-        let (queue_id, counter) = Self::queue(&e, queue)?;
-        let key = counter.fetch_add(1, Ordering::AcqRel);
+        let cached = Self::cached_queue(&mut self.last_queue, &e, queue)?;
+        let key = cached.next_key.fetch_add(1, Ordering::AcqRel);
+        let (name, queue_id) = (cached.name.clone(), cached.id);
         self.ops.push(Op::Insert {
-            queue: queue.to_string(),
+            queue: name,
             queue_id,
             key,
             msg,
@@ -161,7 +204,7 @@ impl Transaction {
             return Ok(());
         }
         self.ops.push(Op::Remove {
-            queue: queue.to_string(),
+            queue: queue.into(),
             queue_id,
             key,
         });
@@ -181,7 +224,7 @@ impl Transaction {
         }
         self.claim(&e, queue, queue_id, key)?;
         self.ops.push(Op::SetDeliveryCount {
-            queue: queue.to_string(),
+            queue: queue.into(),
             queue_id,
             key,
             count,
@@ -381,7 +424,7 @@ fn apply_op(tx: &mut WriteTxn<'_>, meta: &mut QueueMeta, op: &Op) -> Result<()> 
         Op::Remove { queue, key, .. } => {
             let (root, old) = btree::remove(tx, meta.index_root, VALUE_LEN, *key)?;
             let old = old.ok_or_else(|| Error::MessageNotFound {
-                queue: queue.clone(),
+                queue: queue.to_string(),
                 key: *key,
             })?;
             meta.index_root = root;
@@ -395,7 +438,7 @@ fn apply_op(tx: &mut WriteTxn<'_>, meta: &mut QueueMeta, op: &Op) -> Result<()> 
         } => {
             let old = btree::get(tx, meta.index_root, VALUE_LEN, *key)?.ok_or_else(|| {
                 Error::MessageNotFound {
-                    queue: queue.clone(),
+                    queue: queue.to_string(),
                     key: *key,
                 }
             })?;

@@ -212,7 +212,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<XaRecord> {
             let mut ops = Vec::new();
             for _ in 0..n {
                 let tag = r.u8()?;
-                let queue = string(&mut r)?;
+                let queue: std::sync::Arc<str> = string(&mut r)?.into();
                 let queue_id = r.u64()?;
                 let key = r.u64()?;
                 ops.push(match tag {
@@ -305,7 +305,7 @@ pub(crate) fn adopt(e: &Engine, map: HashMap<Xid, Vec<Op>>) -> HashMap<Xid, Prep
         for op in &ops {
             match op {
                 Op::Insert { queue, key, .. } => {
-                    if let Some(q) = cat.queues.get(queue) {
+                    if let Some(q) = cat.queues.get(&**queue) {
                         q.next_key.fetch_max(key + 1, Ordering::AcqRel);
                     }
                 }
