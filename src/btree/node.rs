@@ -166,19 +166,31 @@ pub(super) fn validate_leaf(id: PageId, p: &[u8], value_len: usize, b: Bounds) -
     Ok(n)
 }
 
-/// The O(1) part of [`validate_leaf`]: type and count. Enough for a page this transaction
-/// already validated (every later change to it was made by this code): every entry index
-/// below the count is in bounds.
-pub(super) fn leaf_header(id: PageId, p: &[u8], value_len: usize) -> Result<usize> {
-    if p.len() < LEAF_ENTRIES_AT || p[0] != PageType::Leaf as u8 {
+/// Checks that `p` is a B+tree node of type `ty`, long enough for its fixed header (which
+/// ends at `header_end`).
+fn expect_node(id: PageId, p: &[u8], ty: PageType, header_end: usize) -> Result<()> {
+    if p.len() < header_end || p[0] != ty as u8 {
+        let what = if ty == PageType::Leaf {
+            "leaf"
+        } else {
+            "branch"
+        };
         return Err(corrupt(
             id,
             format!(
-                "expected a B+tree leaf, found page type {}",
+                "expected a B+tree {what}, found page type {}",
                 p.first().copied().unwrap_or(0)
             ),
         ));
     }
+    Ok(())
+}
+
+/// The O(1) part of [`validate_leaf`]: type and count. Enough for a page this transaction
+/// already validated (every later change to it was made by this code): every entry index
+/// below the count is in bounds.
+pub(super) fn leaf_header(id: PageId, p: &[u8], value_len: usize) -> Result<usize> {
+    expect_node(id, p, PageType::Leaf, LEAF_ENTRIES_AT)?;
     let n = count(p);
     let cap = leaf_capacity(p.len(), value_len);
     if n > cap {
@@ -300,15 +312,7 @@ pub(super) fn validate_branch(id: PageId, p: &[u8], b: Bounds) -> Result<usize> 
 
 /// The O(1) part of [`validate_branch`]: type and count (see [`leaf_header`]).
 pub(super) fn branch_header(id: PageId, p: &[u8]) -> Result<usize> {
-    if p.len() < BRANCH_PAIRS_AT || p[0] != PageType::Branch as u8 {
-        return Err(corrupt(
-            id,
-            format!(
-                "expected a B+tree branch, found page type {}",
-                p.first().copied().unwrap_or(0)
-            ),
-        ));
-    }
+    expect_node(id, p, PageType::Branch, BRANCH_PAIRS_AT)?;
     let n = count(p);
     let cap = branch_capacity(p.len());
     if n == 0 || n > cap {

@@ -623,7 +623,11 @@ impl Log {
     /// safe even if part of it went through: the same bytes land at the same offsets, and
     /// nothing counts as written or durable until this returns and a sync follows.
     fn write_batch(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
-        if let Some(direct) = self.direct.as_ref().filter(|_| self.is_direct()) {
+        if let Some(direct) = self
+            .direct
+            .as_ref()
+            .filter(|_| self.direct_on.load(Ordering::Acquire))
+        {
             match direct.write_all_at(bytes, offset) {
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                     self.direct_on.store(false, Ordering::Release);

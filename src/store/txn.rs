@@ -102,22 +102,22 @@ impl Transaction {
         queue: &str,
     ) -> Result<&'c CachedQueue> {
         let epoch = e.catalog_epoch.load(Ordering::Acquire);
-        let hit = matches!(cache, Some(c) if &*c.name == queue && c.epoch == epoch);
-        if !hit {
+        if !matches!(cache, Some(c) if &*c.name == queue && c.epoch == epoch) {
             let cat = e.catalog.lock();
             let q = cat.queues.get(queue).ok_or_else(|| Error::QueueNotFound {
                 queue: queue.to_string(),
             })?;
-            *cache = Some(CachedQueue {
+            return Ok(cache.insert(CachedQueue {
                 name: Arc::from(queue),
                 epoch: e.catalog_epoch.load(Ordering::Acquire),
                 id: q.meta.id,
                 next_key: q.next_key.clone(),
-            });
+            }));
         }
+        // Matched above.
         cache
             .as_ref()
-            .ok_or_else(|| Error::invalid_argument("queue look-up cache empty after a fill"))
+            .ok_or_else(|| Error::invalid_argument("queue look-up cache empty"))
     }
 
     /// Adds a message; returns its key (strictly increasing per queue, never reused).
